@@ -1,0 +1,134 @@
+//! The admin listener: metrics, health, readiness and the admin API.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::{self, Body};
+use crate::config::{self, ConfigError};
+use crate::proxy::{Compiled, Shared};
+
+/// What the admin endpoints read and change.
+pub struct AdminState {
+    /// The proxy's shared state.
+    pub shared: Arc<Shared>,
+    /// Config loaded and listeners bound, and not draining.
+    pub ready: AtomicBool,
+    /// The config file, for reloads.
+    pub config_path: Option<PathBuf>,
+}
+
+/// Serves the admin API until shutdown.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: watch::Receiver<bool>) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(10));
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            _ = shutdown.changed() => return,
+        };
+        let state = state.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| answer(state.clone(), req));
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<bytes::Bytes>) -> Response<Body> {
+    let mut r = Response::new(body::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn answer(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let resp = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.shared.metrics.render(),
+        ),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if state.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "text/plain", "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
+            }
+        }
+        (&Method::POST, "/admin/reload") => match reload(&state) {
+            Ok(summary) => text(StatusCode::OK, "application/json", format!("{}\n", serde_json::json!({"reloaded": true, "changes": summary}))),
+            Err(e) => text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "application/json",
+                format!("{}\n", serde_json::json!({"reloaded": false, "error": e.to_string()})),
+            ),
+        },
+        _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    };
+    Ok(resp)
+}
+
+/// Reloads the config file: compiles it, swaps it in, and says what changed.
+///
+/// On any error the running config stays, and the error says why. Listener changes
+/// need a restart: they are reported, not applied.
+pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
+    let metrics = &state.shared.metrics;
+    let Some(path) = &state.config_path else {
+        metrics.config_reloads.with_label_values(&["error"]).inc();
+        return Err(ConfigError::Invalid {
+            file: "<none>".into(),
+            errors: vec![config::KeyError {
+                key: "(file)".into(),
+                message: "this gateway was not started from a config file".into(),
+            }],
+        });
+    };
+    let new = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            metrics.config_reloads.with_label_values(&["error"]).inc();
+            tracing::error!(error = %e, "config reload refused; the running config stays");
+            return Err(e);
+        }
+    };
+    let old = state.shared.current.load_full();
+    let mut changes = Vec::new();
+    if old.config.server.listen != new.server.listen || old.config.server.admin_listen != new.server.admin_listen {
+        changes.push("listeners changed: restart to apply".to_string());
+    }
+    let old_routes: Vec<&str> = old.config.routes.iter().map(|r| r.name.as_str()).collect();
+    let new_routes: Vec<&str> = new.routes.iter().map(|r| r.name.as_str()).collect();
+    for r in &new_routes {
+        if !old_routes.contains(r) {
+            changes.push(format!("route {r:?} added"));
+        }
+    }
+    for r in &old_routes {
+        if !new_routes.contains(r) {
+            changes.push(format!("route {r:?} removed"));
+        }
+    }
+    changes.push(format!("{} routes, {} upstreams", new.routes.len(), new.upstreams.len()));
+    let compiled = Compiled::build(new, metrics, Some(&old));
+    state.shared.current.store(Arc::new(compiled));
+    metrics.config_reloads.with_label_values(&["ok"]).inc();
+    let summary = changes.join("; ");
+    tracing::info!(changes = %summary, "config reloaded");
+    Ok(summary)
+}

@@ -1,0 +1,103 @@
+//! The configuration file as written: serde structs that mirror the TOML.
+//!
+//! Values that need parsing (durations, sizes, rates, CIDRs, addresses) stay strings
+//! here so that `compile` can check them all and report every error with its key path,
+//! instead of serde stopping at the first one. Unknown keys are errors everywhere.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub upstream: Vec<RawUpstream>,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+    #[serde(default)]
+    pub waiting_room: Vec<toml::Table>,
+    #[serde(default)]
+    pub state: Option<toml::Table>,
+}
+
+/// One address or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The addresses as a list, whichever way they were written.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `[server]`: listeners and connection limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<OneOrMany>,
+    pub admin_listen: Option<String>,
+    pub shutdown_grace: Option<String>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub max_connections: Option<i64>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_header_size: Option<String>,
+    pub max_headers: Option<i64>,
+    pub max_request_body: Option<String>,
+    pub http2_max_concurrent_streams: Option<i64>,
+    pub via_name: Option<String>,
+}
+
+/// `[log]`: format and verbosity.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+    pub access_log: Option<bool>,
+}
+
+/// `[[upstream]]`: an origin and how to reach it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub servers: Vec<String>,
+    pub balance: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub pool_idle_timeout: Option<String>,
+    pub pool_max_idle_per_server: Option<i64>,
+    pub max_concurrency: Option<toml::Value>,
+    pub queue_size: Option<i64>,
+    pub queue_timeout: Option<String>,
+}
+
+/// `[[route]]`: which requests go where, through which protections.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub path_prefix: Option<String>,
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub rate_limits: Vec<toml::Table>,
+    pub cache: Option<toml::Table>,
+    pub waiting_room: Option<String>,
+}

@@ -1,0 +1,59 @@
+//! The gateway's typed errors: every way a request can fail to reach a normal answer.
+//!
+//! Layers return these; [`crate::respond`] alone turns them into HTTP answers.
+
+use std::time::Duration;
+
+/// Why the gateway answered instead of the origin.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    /// No route matches the request's host and path.
+    #[error("no route for this host and path")]
+    NoRoute,
+    /// The request is malformed in a way hyper let through (bad Host, bad URI).
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The request body is larger than `server.max_request_body`.
+    #[error("request body larger than the limit")]
+    BodyTooLarge,
+    /// No connection could be made to any server of the upstream.
+    #[error("cannot connect to upstream {upstream}")]
+    UpstreamConnect {
+        /// Upstream name.
+        upstream: String,
+    },
+    /// The upstream did not send a response head within its response timeout.
+    #[error("upstream {upstream} did not answer within {timeout:?}")]
+    UpstreamTimeout {
+        /// Upstream name.
+        upstream: String,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// The connection to the upstream failed mid-request (reset, malformed response).
+    #[error("upstream {upstream} failed: {detail}")]
+    UpstreamProtocol {
+        /// Upstream name.
+        upstream: String,
+        /// What hyper said.
+        detail: String,
+    },
+    /// The gateway is shutting down and takes no new requests on this connection.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+impl GatewayError {
+    /// The low-cardinality `reason` label and log field for this error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GatewayError::NoRoute => "no_route",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::BodyTooLarge => "body_too_large",
+            GatewayError::UpstreamConnect { .. } => "upstream_connect",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::UpstreamProtocol { .. } => "upstream_protocol",
+            GatewayError::ShuttingDown => "shutting_down",
+        }
+    }
+}

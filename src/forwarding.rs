@@ -1,0 +1,203 @@
+//! What a proxy changes in headers on the way through: hop-by-hop fields removed both
+//! ways (RFC 9110 §7.6.1), `X-Forwarded-*`, `Via`, `X-Request-Id`, and the real client
+//! address behind trusted proxies.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE, VIA};
+use http::HeaderMap;
+use ipnet::IpNet;
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Request-Id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static PROXY_AUTHENTICATE: HeaderName = HeaderName::from_static("proxy-authenticate");
+static PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
+static TRAILER: HeaderName = HeaderName::from_static("trailer");
+
+/// Removes hop-by-hop fields: the fixed list, and every field `Connection` names.
+///
+/// `Transfer-Encoding` goes too: hyper re-frames the body for the next hop.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection must be collected before Connection itself goes.
+    if let Some(conn) = headers.remove(CONNECTION) {
+        let mut named: Vec<HeaderName> = Vec::new();
+        for v in std::iter::once(&conn).chain(headers.get_all(CONNECTION).iter()) {
+            if let Ok(s) = v.to_str() {
+                named.extend(s.split(',').filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()));
+            }
+        }
+        headers.remove(CONNECTION);
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for n in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &PROXY_AUTHENTICATE,
+        &PROXY_AUTHORIZATION,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ] {
+        headers.remove(n);
+    }
+}
+
+/// The client address: the peer, or, when the peer is a trusted proxy, the right-most
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+///
+/// Right to left because each proxy appends: only the entries added by proxies we
+/// trust are reliable, and everything left of the first untrusted one may be forged.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if trusted.is_empty() || !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    // Multiple XFF fields are one list in order (RFC 9110 §5.3).
+    let values: Vec<&HeaderValue> = headers.get_all(&X_FORWARDED_FOR).iter().collect();
+    for v in values.iter().rev() {
+        let Ok(s) = v.to_str() else { return client };
+        for part in s.rsplit(',') {
+            let Some(ip) = parse_forwarded_ip(part.trim()) else {
+                return client;
+            };
+            client = ip;
+            if !is_trusted(&ip) {
+                return ip;
+            }
+        }
+    }
+    client
+}
+
+fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    // Some proxies write "1.2.3.4:5678" or "[::1]:5678".
+    s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
+}
+
+/// Sets the forwarding fields on a request going to the origin.
+///
+/// `X-Forwarded-For` always gets the peer appended (what nginx's
+/// `$proxy_add_x_forwarded_for` does); `-Proto` and `-Host` from a trusted proxy are
+/// kept, from anyone else overwritten with what this gateway saw.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, scheme: &'static str, host: Option<&HeaderValue>) {
+    let peer_s = peer.to_string();
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => {
+            let all: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+            format!("{}, {peer_s}", all.join(", "))
+        }
+        _ => peer_s,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    }
+    if !peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
+        match host.or_else(|| headers.get(HOST)).cloned() {
+            Some(h) => {
+                headers.insert(&X_FORWARDED_HOST, h);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+/// Appends this gateway to `Via` (RFC 9110 §7.6.3): `1.1 floodgate` or `2 floodgate`.
+pub fn append_via(headers: &mut HeaderMap, version: http::Version, via: &HeaderValue) {
+    let proto: &[u8] = match version {
+        http::Version::HTTP_2 => b"2 ",
+        http::Version::HTTP_10 => b"1.0 ",
+        _ => b"1.1 ",
+    };
+    let mut v: Vec<u8> = Vec::with_capacity(64);
+    for prev in headers.get_all(VIA) {
+        v.extend_from_slice(prev.as_bytes());
+        v.extend_from_slice(b", ");
+    }
+    v.extend_from_slice(proto);
+    v.extend_from_slice(via.as_bytes());
+    if let Ok(val) = HeaderValue::from_bytes(&v) {
+        headers.insert(VIA, val);
+    }
+}
+
+/// The request id: the client's if it sent a sane one, else a fresh random one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let id: u128 = rand::random();
+    let mut buf = [0u8; 32];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((id >> (4 * (31 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hm(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn fields_named_in_connection_are_removed_with_the_fixed_list() {
+        let mut h = hm(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn the_client_is_the_rightmost_untrusted_address_behind_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let h = hm(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7")]);
+        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &h, &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        // An untrusted peer's header is ignored for the client address.
+        assert_eq!(client_ip("8.8.8.8".parse().unwrap(), &h, &trusted), "8.8.8.8".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn a_generated_request_id_is_32_hex_digits() {
+        let id = request_id(&HeaderMap::new());
+        assert_eq!(id.len(), 32);
+        let kept = request_id(&hm(&[("x-request-id", "abc-123")]));
+        assert_eq!(kept, "abc-123");
+    }
+}

@@ -1,0 +1,141 @@
+//! A running gateway: listeners bound, config live, shutdown on request.
+//!
+//! Used by `floodgate run`, the demo, the tests and the load tests alike, so every one
+//! of them exercises the same code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
+use crate::config::{self, Config};
+use crate::metrics::Metrics;
+use crate::proxy::{Compiled, Shared};
+use crate::server;
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A started gateway.
+pub struct Gateway {
+    /// The bound proxy addresses (with real ports when the config said 0).
+    pub listen_addrs: Vec<SocketAddr>,
+    /// The bound admin address, if any.
+    pub admin_addr: Option<SocketAddr>,
+    shared: Arc<Shared>,
+    admin: Arc<AdminState>,
+    shutdown_tx: watch::Sender<bool>,
+    conns: TaskTracker,
+    grace: Duration,
+}
+
+impl Gateway {
+    /// Binds every listener and starts serving `config`.
+    pub async fn start(config: Config) -> Result<Gateway, StartError> {
+        Self::start_with_metrics(config, Metrics::new()).await
+    }
+
+    /// Like [`Gateway::start`], with metric families the caller already owns.
+    pub async fn start_with_metrics(config: Config, metrics: Arc<Metrics>) -> Result<Gateway, StartError> {
+        let server_cfg = Arc::new(config.server.clone());
+        let grace = server_cfg.shutdown_grace;
+        let source: Option<PathBuf> = config.source.clone();
+        let compiled = Compiled::build(config, &metrics, None);
+        let shared = Arc::new(Shared {
+            current: ArcSwap::from_pointee(compiled),
+            metrics: metrics.clone(),
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let conns = TaskTracker::new();
+        let limit = Arc::new(Semaphore::new(server_cfg.max_connections));
+
+        let mut listeners = Vec::new();
+        for addr in &server_cfg.listen {
+            let l = server::bind(*addr).map_err(|source| StartError::Bind { addr: *addr, source })?;
+            listeners.push(l);
+        }
+        let admin_listener = match server_cfg.admin_listen {
+            Some(addr) => Some(server::bind(addr).map_err(|source| StartError::Bind { addr, source })?),
+            None => None,
+        };
+
+        let admin = Arc::new(AdminState {
+            shared: shared.clone(),
+            ready: AtomicBool::new(false),
+            config_path: source,
+        });
+        let mut listen_addrs = Vec::new();
+        for l in listeners {
+            let addr = l.local_addr().expect("bound socket has an address");
+            listen_addrs.push(addr);
+            tracing::info!(%addr, "listening");
+            tokio::spawn(server::accept_loop(
+                l,
+                shared.clone(),
+                server_cfg.clone(),
+                limit.clone(),
+                conns.clone(),
+                shutdown_rx.clone(),
+            ));
+        }
+        let admin_addr = admin_listener.map(|l| {
+            let addr = l.local_addr().expect("bound socket has an address");
+            tracing::info!(%addr, "admin listening");
+            tokio::spawn(admin::serve(l, admin.clone(), shutdown_rx.clone()));
+            addr
+        });
+        admin.ready.store(true, Ordering::Release);
+        Ok(Gateway {
+            listen_addrs,
+            admin_addr,
+            shared,
+            admin,
+            shutdown_tx,
+            conns,
+            grace,
+        })
+    }
+
+    /// The first proxy address, for tests and the demo.
+    pub fn addr(&self) -> SocketAddr {
+        self.listen_addrs[0]
+    }
+
+    /// Process-wide metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Re-reads the config file and swaps it in; the old one stays on any error.
+    pub fn reload(&self) -> Result<String, config::ConfigError> {
+        admin::reload(&self.admin)
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period.
+    /// Returns whether everything finished in time.
+    pub async fn shutdown(self) -> bool {
+        self.admin.ready.store(false, Ordering::Release);
+        let _ = self.shutdown_tx.send(true);
+        let clean = server::drain(&self.conns, self.grace).await;
+        if !clean {
+            tracing::warn!(grace = ?self.grace, "shutdown grace expired with requests still in flight");
+        }
+        clean
+    }
+}

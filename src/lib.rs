@@ -1,0 +1,25 @@
+//! floodgate: a flash-sale traffic gateway.
+//!
+//! A reverse proxy that keeps promotion sites up on event day. Each request meets one
+//! tower stack per route (see [`stack`]): rate limit → waiting room → cache →
+//! admission queue → upstream. Configuration is compiled once ([`config`]) and read on
+//! the hot path through one `ArcSwap` ([`proxy::Shared`]).
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod forwarding;
+pub mod gateway;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod respond;
+pub mod router;
+pub mod server;
+pub mod shop;
+pub mod stack;
+pub mod upstream;
+
+pub use gateway::Gateway;

@@ -1,0 +1,177 @@
+//! Prometheus metrics: every family is defined here, once per process.
+//!
+//! Families live as long as the process (a reload keeps counting); compiled routes and
+//! upstreams hold pre-resolved children so the hot path never hashes label values.
+//! Labels are low-cardinality by construction: route, upstream, status class, reason.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets from 1 ms to 30 s: a cache hit is sub-millisecond, a queued request
+/// waits up to `queue_timeout`, a slow origin up to its response timeout.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Status classes, in the order of [`status_class_index`].
+pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Index into [`STATUS_CLASSES`] for a status code.
+pub fn status_class_index(status: u16) -> usize {
+    ((status / 100).clamp(1, 5) - 1) as usize
+}
+
+/// All metric families of the process.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// `floodgate_requests_total{route,status_class}`.
+    pub requests: IntCounterVec,
+    /// `floodgate_request_duration_seconds{route}`.
+    pub request_duration: HistogramVec,
+    /// `floodgate_upstream_requests_total{upstream}`.
+    pub upstream_requests: IntCounterVec,
+    /// `floodgate_upstream_errors_total{upstream,reason}`.
+    pub upstream_errors: IntCounterVec,
+    /// `floodgate_upstream_in_flight{upstream}`.
+    pub upstream_in_flight: IntGaugeVec,
+    /// `floodgate_connections_open`.
+    pub connections_open: IntGauge,
+    /// `floodgate_connections_total`.
+    pub connections_total: IntCounter,
+    /// `floodgate_config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("floodgate_requests_total", "Requests answered, by route and status class"),
+            &["route", "status_class"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "floodgate_request_duration_seconds",
+                "Time from request head received to response head sent, by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let upstream_requests = IntCounterVec::new(
+            Opts::new("floodgate_upstream_requests_total", "Requests sent to an upstream"),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "floodgate_upstream_errors_total",
+                "Requests to an upstream that failed without a response, by reason",
+            ),
+            &["upstream", "reason"],
+        )
+        .expect("valid metric");
+        let upstream_in_flight = IntGaugeVec::new(
+            Opts::new("floodgate_upstream_in_flight", "Requests in flight to an upstream"),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let connections_open =
+            IntGauge::new("floodgate_connections_open", "Client connections open now").expect("valid metric");
+        let connections_total =
+            IntCounter::new("floodgate_connections_total", "Client connections accepted").expect("valid metric");
+        let config_reloads = IntCounterVec::new(
+            Opts::new("floodgate_config_reloads_total", "Config reloads, by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_requests.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(upstream_in_flight.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(connections_total.clone()),
+            Box::new(config_reloads.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Arc::new(Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_requests,
+            upstream_errors,
+            upstream_in_flight,
+            connections_open,
+            connections_total,
+            config_reloads,
+        })
+    }
+
+    /// Pre-resolved children for one route.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            by_class: STATUS_CLASSES.map(|c| self.requests.with_label_values(&[route, c])),
+            duration: self.request_duration.with_label_values(&[route]),
+        }
+    }
+
+    /// Pre-resolved children for one upstream.
+    pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            requests: self.upstream_requests.with_label_values(&[upstream]),
+            in_flight: self.upstream_in_flight.with_label_values(&[upstream]),
+            connect_errors: self.upstream_errors.with_label_values(&[upstream, "connect"]),
+            timeouts: self.upstream_errors.with_label_values(&[upstream, "timeout"]),
+            other_errors: self.upstream_errors.with_label_values(&[upstream, "protocol"]),
+        }
+    }
+
+    /// The Prometheus text exposition of every family.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        buf
+    }
+}
+
+/// Metric handles of one route.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    by_class: [IntCounter; 5],
+    duration: Histogram,
+}
+
+impl RouteMetrics {
+    /// Counts one answered request.
+    pub fn observe(&self, status: u16, seconds: f64) {
+        self.by_class[status_class_index(status)].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+/// Metric handles of one upstream.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    /// Requests sent.
+    pub requests: IntCounter,
+    /// Requests in flight.
+    pub in_flight: IntGauge,
+    /// Connect failures.
+    pub connect_errors: IntCounter,
+    /// Response timeouts.
+    pub timeouts: IntCounter,
+    /// Other failures (reset, malformed response).
+    pub other_errors: IntCounter,
+}

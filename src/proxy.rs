@@ -1,0 +1,327 @@
+//! The front of every proxied request: find the route, prepare the headers, run the
+//! route's stack, turn errors into answers, count and log.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use tower::Service;
+
+use crate::body::{self, Body, BodyGuard, Guarded};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::forwarding;
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::respond;
+use crate::router::{normalize_host, Router};
+use crate::stack::{route_stack, RouteService};
+use crate::upstream::Upstream;
+
+/// Facts about a request that every layer may need, set once by the front handler.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The real client address (see [`forwarding::client_ip`]).
+    pub client_ip: IpAddr,
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The request id sent to the origin and back to the client.
+    pub request_id: HeaderValue,
+    /// When the request head was received.
+    pub started: Instant,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+}
+
+/// One route, compiled: its stack and its metric handles.
+pub struct Route {
+    /// Route name, as in the config.
+    pub name: Arc<str>,
+    /// The tower stack requests of this route go through.
+    pub service: RouteService,
+    /// Pre-resolved metric children.
+    pub metrics: RouteMetrics,
+    /// Upstream name, for logs.
+    pub upstream: Arc<str>,
+}
+
+/// Everything built from one config: what the hot path reads through one `ArcSwap`.
+pub struct Compiled {
+    /// The config it came from.
+    pub config: Arc<Config>,
+    /// Host and path → route index.
+    pub router: Router,
+    /// Routes, by index.
+    pub routes: Vec<Route>,
+    /// Upstreams, by index.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// `Via` pseudonym, pre-built.
+    pub via: HeaderValue,
+    /// Metrics for requests no route matched.
+    pub unrouted: RouteMetrics,
+}
+
+impl Compiled {
+    /// Builds routes, upstream pools and the routing table from a config.
+    ///
+    /// `previous` is the config being replaced on a reload: state whose rule did not
+    /// change (limiter buckets, cached pages, waiting lines) is carried over from it.
+    pub fn build(config: Config, metrics: &Metrics, previous: Option<&Compiled>) -> Self {
+        let _ = previous;
+        let upstreams: Vec<Arc<Upstream>> = config.upstreams.iter().map(|u| Upstream::new(u.clone(), metrics)).collect();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| Route {
+                name: r.name.as_str().into(),
+                service: route_stack(r, upstreams[r.upstream].clone()),
+                metrics: metrics.route(&r.name),
+                upstream: upstreams[r.upstream].name().into(),
+            })
+            .collect();
+        let via = HeaderValue::from_str(&config.server.via_name).unwrap_or(HeaderValue::from_static("floodgate"));
+        Compiled {
+            router: Router::new(&config.routes),
+            routes,
+            upstreams,
+            via,
+            unrouted: metrics.route("_unrouted"),
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// State shared by every connection of the process.
+pub struct Shared {
+    /// The live config; a reload swaps it whole.
+    pub current: ArcSwap<Compiled>,
+    /// Process-wide metric families.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Handles one request from a client connection. Never fails: errors become answers.
+pub async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let compiled = shared.current.load_full();
+    let method = req.method().clone();
+    let json = respond::wants_json(req.headers());
+    let version = req.version();
+
+    let routed = route_of(&compiled, &req);
+    let (route, result) = match routed {
+        Err(e) => (None, Err(e)),
+        Ok(idx) => {
+            let route = &compiled.routes[idx];
+            let res = forward(&compiled, route, peer, started, req).await;
+            (Some(route), res)
+        }
+    };
+    let (mut resp, upstream_ok) = match result {
+        Ok(r) => (r, true),
+        Err(e) => {
+            tracing::debug!(error = %e, reason = e.reason(), "answered by the gateway");
+            (respond::error_response(&e, json), false)
+        }
+    };
+
+    let headers = resp.headers_mut();
+    if upstream_ok {
+        forwarding::strip_hop_by_hop(headers);
+    }
+    forwarding::append_via(headers, version, &compiled.via);
+
+    let status = resp.status().as_u16();
+    let metrics = route.map(|r| &r.metrics).unwrap_or(&compiled.unrouted);
+    metrics.observe(status, started.elapsed().as_secs_f64());
+
+    if compiled.config.log.access_log {
+        let log = AccessLog {
+            started,
+            method,
+            status,
+            route: route.map(|r| r.name.clone()),
+            upstream: route.filter(|_| upstream_ok).map(|r| r.upstream.clone()),
+            request_id: resp.headers().get(&forwarding::X_REQUEST_ID).cloned(),
+        };
+        resp = resp.map(|b| body::boxed(Guarded::new(b, log)));
+    }
+    Ok(resp)
+}
+
+fn route_of(compiled: &Compiled, req: &Request<Incoming>) -> Result<usize, GatewayError> {
+    let raw_host = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => match req.headers().get(HOST) {
+            Some(h) => h.to_str().map_err(|_| GatewayError::BadRequest("Host header is not text"))?,
+            None if req.version() == http::Version::HTTP_10 => "",
+            None => return Err(GatewayError::BadRequest("missing Host header")),
+        },
+    };
+    let host = normalize_host(raw_host);
+    compiled.router.route(&host, req.uri().path()).ok_or(GatewayError::NoRoute)
+}
+
+async fn forward(
+    compiled: &Compiled,
+    route: &Route,
+    peer: SocketAddr,
+    started: Instant,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
+    let server = &compiled.config.server;
+    let limit = server.max_request_body;
+    if let Some(len) = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if len > limit {
+            return Err(GatewayError::BodyTooLarge);
+        }
+    }
+    let (mut parts, incoming) = req.into_parts();
+    let request_id = forwarding::request_id(&parts.headers);
+    let peer_trusted = server.trusted_proxies.iter().any(|n| n.contains(&peer.ip()));
+    let client_ip = forwarding::client_ip(peer.ip(), &parts.headers, &server.trusted_proxies);
+    let authority_host = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+
+    let h = &mut parts.headers;
+    forwarding::strip_hop_by_hop(h);
+    forwarding::set_forwarded(h, peer.ip(), peer_trusted, "http", authority_host.as_ref());
+    forwarding::append_via(h, parts.version, &compiled.via);
+    h.insert(&forwarding::X_REQUEST_ID, request_id.clone());
+    if let Some(host) = authority_host {
+        // HTTP/2 carries the host in :authority; an HTTP/1.1 origin needs Host.
+        h.insert(HOST, host);
+    }
+    parts.extensions.insert(RequestContext {
+        client_ip,
+        peer,
+        request_id: request_id.clone(),
+        started,
+        scheme: "http",
+    });
+
+    let body = if incoming_is_empty(&incoming) {
+        body::empty()
+    } else {
+        Limited::new(incoming, limit as usize).boxed_unsync()
+    };
+    let req = Request::from_parts(parts, body);
+    // Not `oneshot`: its future trips rustc's higher-ranked Send check (rust#102211).
+    // Route services are always ready, so poll_ready is a formality kept for tower's contract.
+    let mut svc = route.service.clone();
+    std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
+    let mut resp = svc.call(req).await?;
+    resp.headers_mut().insert(&forwarding::X_REQUEST_ID, request_id);
+    Ok(resp)
+}
+
+fn incoming_is_empty(b: &Incoming) -> bool {
+    http_body::Body::is_end_stream(b)
+}
+
+/// One access-log event per request, emitted when the response body is done.
+struct AccessLog {
+    started: Instant,
+    method: http::Method,
+    status: u16,
+    route: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+    request_id: Option<HeaderValue>,
+}
+
+impl BodyGuard for AccessLog {
+    fn release(self, bytes: u64, complete: bool) {
+        tracing::info!(
+            target: "floodgate::access",
+            method = %self.method,
+            status = self.status,
+            route = self.route.as_deref().unwrap_or("-"),
+            upstream = self.upstream.as_deref().unwrap_or("-"),
+            bytes,
+            complete,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            "request"
+        );
+    }
+}
+
+/// Requests in flight on one client connection, for its idle timer.
+#[derive(Debug, Default)]
+pub struct ConnActivity {
+    /// Requests whose response body has not finished.
+    pub in_flight: AtomicUsize,
+    /// Requests seen on this connection.
+    pub requests: AtomicUsize,
+    /// Bumped when a request ends, so the idle timer restarts from there.
+    pub last_end: parking_lot_free::Stamp,
+}
+
+/// A tiny lock-free timestamp, because the idle timer only needs "when did this
+/// connection last finish a request", read rarely and written once per request.
+pub mod parking_lot_free {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    fn epoch() -> Instant {
+        static EPOCH: OnceLock<Instant> = OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    /// Milliseconds since a process-wide epoch.
+    #[derive(Debug, Default)]
+    pub struct Stamp(AtomicU64);
+
+    impl Stamp {
+        /// Records now.
+        pub fn touch(&self) {
+            self.0.store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+
+        /// The recorded time.
+        pub fn get(&self) -> Instant {
+            epoch() + Duration::from_millis(self.0.load(Ordering::Relaxed))
+        }
+    }
+}
+
+/// Releases a connection's in-flight count when a response body ends.
+pub struct ConnGuard(pub Arc<ConnActivity>);
+
+impl BodyGuard for ConnGuard {
+    fn release(self, _bytes: u64, _complete: bool) {}
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.last_end.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Wraps [`handle`] with the connection's in-flight accounting.
+pub async fn handle_counted(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    activity: Arc<ConnActivity>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    activity.in_flight.fetch_add(1, Ordering::Acquire);
+    activity.requests.fetch_add(1, Ordering::Relaxed);
+    let guard = ConnGuard(activity);
+    let resp = handle(shared, peer, req).await?;
+    Ok(resp.map(|b| body::boxed(Guarded::new(b, guard))))
+}
+
+/// Compile-time check: hyper's executor needs the request future to be `Send`, and
+/// rustc's error when it is not points far from the cause.
+#[allow(dead_code)]
+fn request_future_is_send(shared: Arc<Shared>, peer: SocketAddr, a: Arc<ConnActivity>, req: Request<Incoming>) {
+    fn is_send<T: Send>(_: T) {}
+    is_send(handle_counted(shared, peer, a, req));
+}

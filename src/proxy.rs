@@ -74,7 +74,11 @@ impl Compiled {
     /// change (limiter buckets, cached pages, waiting lines) is carried over from it.
     pub fn build(config: Config, metrics: &Metrics, previous: Option<&Compiled>) -> Self {
         let _ = previous;
-        let upstreams: Vec<Arc<Upstream>> = config.upstreams.iter().map(|u| Upstream::new(u.clone(), metrics)).collect();
+        let upstreams: Vec<Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::new(u.clone(), metrics))
+            .collect();
         let routes = config
             .routes
             .iter()
@@ -85,7 +89,8 @@ impl Compiled {
                 upstream: upstreams[r.upstream].name().into(),
             })
             .collect();
-        let via = HeaderValue::from_str(&config.server.via_name).unwrap_or(HeaderValue::from_static("floodgate"));
+        let via = HeaderValue::from_str(&config.server.via_name)
+            .unwrap_or(HeaderValue::from_static("floodgate"));
         Compiled {
             router: Router::new(&config.routes),
             routes,
@@ -106,7 +111,11 @@ pub struct Shared {
 }
 
 /// Handles one request from a client connection. Never fails: errors become answers.
-pub async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let compiled = shared.current.load_full();
     let method = req.method().clone();
@@ -158,13 +167,18 @@ fn route_of(compiled: &Compiled, req: &Request<Incoming>) -> Result<usize, Gatew
     let raw_host = match req.uri().authority() {
         Some(a) => a.as_str(),
         None => match req.headers().get(HOST) {
-            Some(h) => h.to_str().map_err(|_| GatewayError::BadRequest("Host header is not text"))?,
+            Some(h) => h
+                .to_str()
+                .map_err(|_| GatewayError::BadRequest("Host header is not text"))?,
             None if req.version() == http::Version::HTTP_10 => "",
             None => return Err(GatewayError::BadRequest("missing Host header")),
         },
     };
     let host = normalize_host(raw_host);
-    compiled.router.route(&host, req.uri().path()).ok_or(GatewayError::NoRoute)
+    compiled
+        .router
+        .route(&host, req.uri().path())
+        .ok_or(GatewayError::NoRoute)
 }
 
 async fn forward(
@@ -176,16 +190,26 @@ async fn forward(
 ) -> Result<Response<Body>, GatewayError> {
     let server = &compiled.config.server;
     let limit = server.max_request_body;
-    if let Some(len) = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+    if let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
         if len > limit {
             return Err(GatewayError::BodyTooLarge);
         }
     }
     let (mut parts, incoming) = req.into_parts();
     let request_id = forwarding::request_id(&parts.headers);
-    let peer_trusted = server.trusted_proxies.iter().any(|n| n.contains(&peer.ip()));
+    let peer_trusted = server
+        .trusted_proxies
+        .iter()
+        .any(|n| n.contains(&peer.ip()));
     let client_ip = forwarding::client_ip(peer.ip(), &parts.headers, &server.trusted_proxies);
-    let authority_host = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let authority_host = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
 
     let h = &mut parts.headers;
     forwarding::strip_hop_by_hop(h);
@@ -215,7 +239,8 @@ async fn forward(
     let mut svc = route.service.clone();
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
     let mut resp = svc.call(req).await?;
-    resp.headers_mut().insert(&forwarding::X_REQUEST_ID, request_id);
+    resp.headers_mut()
+        .insert(&forwarding::X_REQUEST_ID, request_id);
     Ok(resp)
 }
 
@@ -258,12 +283,15 @@ pub struct ConnActivity {
     /// Requests seen on this connection.
     pub requests: AtomicUsize,
     /// Bumped when a request ends, so the idle timer restarts from there.
-    pub last_end: parking_lot_free::Stamp,
+    pub last_end: stamp::Stamp,
+    /// When the first byte of a request head arrived while no request was in flight;
+    /// cleared when the head is complete. Drives the header timeout.
+    pub head_started: stamp::Stamp,
 }
 
-/// A tiny lock-free timestamp, because the idle timer only needs "when did this
-/// connection last finish a request", read rarely and written once per request.
-pub mod parking_lot_free {
+/// A tiny lock-free timestamp: the connection timers need "when did X last happen",
+/// read rarely and written at most once per request, without a lock.
+pub mod stamp {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
     use std::time::{Duration, Instant};
@@ -273,19 +301,35 @@ pub mod parking_lot_free {
         *EPOCH.get_or_init(Instant::now)
     }
 
-    /// Milliseconds since a process-wide epoch.
+    /// Milliseconds since a process-wide epoch, plus one; 0 means unset.
     #[derive(Debug, Default)]
     pub struct Stamp(AtomicU64);
 
     impl Stamp {
         /// Records now.
         pub fn touch(&self) {
-            self.0.store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
+            self.0
+                .store(epoch().elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
         }
 
-        /// The recorded time.
-        pub fn get(&self) -> Instant {
-            epoch() + Duration::from_millis(self.0.load(Ordering::Relaxed))
+        /// Records now unless a time is already set.
+        pub fn touch_if_unset(&self) {
+            if self.0.load(Ordering::Relaxed) == 0 {
+                self.touch();
+            }
+        }
+
+        /// Forgets the recorded time.
+        pub fn clear(&self) {
+            self.0.store(0, Ordering::Relaxed);
+        }
+
+        /// The recorded time, if set.
+        pub fn get(&self) -> Option<Instant> {
+            match self.0.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some(epoch() + Duration::from_millis(ms - 1)),
+            }
         }
     }
 }
@@ -313,6 +357,7 @@ pub async fn handle_counted(
 ) -> Result<Response<Body>, Infallible> {
     activity.in_flight.fetch_add(1, Ordering::Acquire);
     activity.requests.fetch_add(1, Ordering::Relaxed);
+    activity.head_started.clear();
     let guard = ConnGuard(activity);
     let resp = handle(shared, peer, req).await?;
     Ok(resp.map(|b| body::boxed(Guarded::new(b, guard))))
@@ -321,7 +366,12 @@ pub async fn handle_counted(
 /// Compile-time check: hyper's executor needs the request future to be `Send`, and
 /// rustc's error when it is not points far from the cause.
 #[allow(dead_code)]
-fn request_future_is_send(shared: Arc<Shared>, peer: SocketAddr, a: Arc<ConnActivity>, req: Request<Incoming>) {
+fn request_future_is_send(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    a: Arc<ConnActivity>,
+    req: Request<Incoming>,
+) {
     fn is_send<T: Send>(_: T) {}
     is_send(handle_counted(shared, peer, a, req));
 }

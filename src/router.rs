@@ -16,11 +16,14 @@ struct Prefixes(Vec<(Box<str>, usize)>);
 impl Prefixes {
     fn insert(&mut self, prefix: &str, route: usize) {
         self.0.push((prefix.into(), route));
-        self.0.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.0.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     }
 
     fn find(&self, path: &str) -> Option<usize> {
-        self.0.iter().find(|(p, _)| path.starts_with(&**p)).map(|(_, r)| *r)
+        self.0
+            .iter()
+            .find(|(p, _)| path.starts_with(&**p))
+            .map(|(_, r)| *r)
     }
 }
 
@@ -42,10 +45,16 @@ impl Router {
             }
             for h in &route.hosts {
                 match h {
-                    HostPattern::Exact(name) => r.exact.entry(name.as_str().into()).or_default().insert(&route.path_prefix, i),
-                    HostPattern::Wildcard(suffix) => {
-                        r.wildcard.entry(suffix.as_str().into()).or_default().insert(&route.path_prefix, i)
-                    }
+                    HostPattern::Exact(name) => r
+                        .exact
+                        .entry(name.as_str().into())
+                        .or_default()
+                        .insert(&route.path_prefix, i),
+                    HostPattern::Wildcard(suffix) => r
+                        .wildcard
+                        .entry(suffix.as_str().into())
+                        .or_default()
+                        .insert(&route.path_prefix, i),
                 }
             }
         }

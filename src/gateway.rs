@@ -22,6 +22,20 @@ use crate::server;
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The admin API would be reachable from other machines without a token.
+    #[error("server.admin_listen {addr} is not a loopback address: set FLOODGATE_ADMIN_TOKEN or server.admin_token_file")]
+    AdminTokenMissing {
+        /// The admin address.
+        addr: SocketAddr,
+    },
+    /// The admin token file could not be read.
+    #[error("server.admin_token_file {path}: {source}")]
+    AdminTokenFile {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -30,6 +44,33 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+}
+
+/// The admin bearer token: from `server.admin_token_file`, else `FLOODGATE_ADMIN_TOKEN`.
+/// Required when the admin listener is not on loopback; never read from the config file
+/// itself, so configs can be shared and committed.
+fn admin_token(cfg: &crate::config::ServerConfig) -> Result<Option<String>, StartError> {
+    let token = match &cfg.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| StartError::AdminTokenFile {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("FLOODGATE_ADMIN_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_string()),
+    }
+    .filter(|t| !t.is_empty());
+    if let Some(addr) = cfg.admin_listen {
+        if token.is_none() && !addr.ip().is_loopback() {
+            return Err(StartError::AdminTokenMissing { addr });
+        }
+    }
+    Ok(token)
 }
 
 /// A started gateway.
@@ -83,10 +124,12 @@ impl Gateway {
             None => None,
         };
 
+        let admin_token = admin_token(&server_cfg)?;
         let admin = Arc::new(AdminState {
             shared: shared.clone(),
             ready: AtomicBool::new(false),
             config_path: source,
+            token: admin_token,
         });
         let mut listen_addrs = Vec::new();
         for l in listeners {

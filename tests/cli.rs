@@ -232,3 +232,50 @@ async fn sighup_reloads_the_config_and_a_bad_reload_keeps_the_old_one() {
         "the old config keeps serving"
     );
 }
+
+#[tokio::test]
+async fn the_admin_api_asks_for_the_bearer_token_when_one_is_set() {
+    let shop = fast_shop().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+    let text = config_text(
+        shop.addr,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nadmin_token_file = \"{}\"\n",
+            dir.path().join("token").display()
+        ),
+    );
+    let gw = gateway(&text).await;
+    let admin = gw.admin_addr.unwrap();
+    assert_eq!(get(admin, "/metrics").await.status, 401);
+    assert_eq!(
+        get(admin, "/healthz").await.status,
+        200,
+        "health stays open for load balancers"
+    );
+    let ok = send(
+        http::Request::get(format!("http://{admin}/metrics"))
+            .header("authorization", "Bearer s3cret")
+            .body(http_body_util::Full::<bytes::Bytes>::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+}
+
+#[test]
+fn an_admin_listener_off_loopback_without_a_token_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"0.0.0.0:0\"\n[[upstream]]\nname = \"s\"\nservers = [\"127.0.0.1:9\"]\n[[route]]\nname = \"r\"\nupstream = \"s\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("FLOODGATE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FLOODGATE_ADMIN_TOKEN"));
+}

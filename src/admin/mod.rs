@@ -26,6 +26,23 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// The config file, for reloads.
     pub config_path: Option<PathBuf>,
+    /// Bearer token required on every endpoint but health and readiness, when set.
+    pub token: Option<String>,
+}
+
+/// Whether the request carries the admin token (always true when none is configured).
+fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant time, so the token cannot be guessed byte by byte from timings.
+    subtle::ConstantTimeEq::ct_eq(given.as_bytes(), token.as_bytes()).into()
 }
 
 /// Serves the admin API until shutdown.
@@ -72,6 +89,19 @@ async fn answer(
     state: Arc<AdminState>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let open = matches!(req.uri().path(), "/healthz" | "/readyz");
+    if !open && !authorized(&state, &req) {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "admin token required\n",
+        );
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+        return Ok(r);
+    }
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,

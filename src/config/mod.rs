@@ -80,6 +80,8 @@ pub struct ServerConfig {
     pub listen: Vec<SocketAddr>,
     /// Metrics, health and admin API.
     pub admin_listen: Option<SocketAddr>,
+    /// A file holding the admin bearer token (else `FLOODGATE_ADMIN_TOKEN`).
+    pub admin_token_file: Option<PathBuf>,
     /// How long in-flight requests may run after SIGTERM.
     pub shutdown_grace: Duration,
     /// Peers allowed to set the client address through X-Forwarded-For.
@@ -532,6 +534,7 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
     ServerConfig {
         listen: listen.into_iter().map(|(_, a)| a).collect(),
         admin_listen,
+        admin_token_file: s.admin_token_file.as_ref().map(PathBuf::from),
         shutdown_grace: p.parse(
             "server.shutdown_grace",
             s.shutdown_grace.as_deref(),

@@ -48,6 +48,7 @@ impl OneOrMany {
 pub struct RawServer {
     pub listen: Option<OneOrMany>,
     pub admin_listen: Option<String>,
+    pub admin_token_file: Option<String>,
     pub shutdown_grace: Option<String>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,

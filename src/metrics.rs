@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets from 1 ms to 30 s: a cache hit is sub-millisecond, a queued request
@@ -66,10 +66,7 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new(
-                "floodgate_requests_total",
-                "Requests answered, by route and status class",
-            ),
+            Opts::new("floodgate_requests_total", "Requests answered, by route and status class"),
             &["route", "status_class"],
         )
         .expect("valid metric");
@@ -83,10 +80,7 @@ impl Metrics {
         )
         .expect("valid metric");
         let upstream_requests = IntCounterVec::new(
-            Opts::new(
-                "floodgate_upstream_requests_total",
-                "Requests sent to an upstream",
-            ),
+            Opts::new("floodgate_upstream_requests_total", "Requests sent to an upstream"),
             &["upstream"],
         )
         .expect("valid metric");
@@ -99,81 +93,52 @@ impl Metrics {
         )
         .expect("valid metric");
         let upstream_in_flight = IntGaugeVec::new(
-            Opts::new(
-                "floodgate_upstream_in_flight",
-                "Requests in flight to an upstream",
-            ),
+            Opts::new("floodgate_upstream_in_flight", "Requests in flight to an upstream"),
             &["upstream"],
         )
         .expect("valid metric");
         let connections_open =
-            IntGauge::new("floodgate_connections_open", "Client connections open now")
-                .expect("valid metric");
+            IntGauge::new("floodgate_connections_open", "Client connections open now").expect("valid metric");
         let connections_total =
-            IntCounter::new("floodgate_connections_total", "Client connections accepted")
-                .expect("valid metric");
+            IntCounter::new("floodgate_connections_total", "Client connections accepted").expect("valid metric");
         let config_reloads = IntCounterVec::new(
-            Opts::new(
-                "floodgate_config_reloads_total",
-                "Config reloads, by result",
-            ),
+            Opts::new("floodgate_config_reloads_total", "Config reloads, by result"),
             &["result"],
         )
         .expect("valid metric");
         let queue_depth = IntGaugeVec::new(
-            Opts::new(
-                "floodgate_queue_depth",
-                "Requests waiting for an admission slot, by upstream",
-            ),
+            Opts::new("floodgate_queue_depth", "Requests waiting for an admission slot, by upstream"),
             &["upstream"],
         )
         .expect("valid metric");
         let queue_wait = HistogramVec::new(
-            HistogramOpts::new(
-                "floodgate_queue_wait_seconds",
-                "Time a request waited for an admission slot",
-            )
-            .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new("floodgate_queue_wait_seconds", "Time a request waited for an admission slot")
+                .buckets(LATENCY_BUCKETS.to_vec()),
             &["upstream"],
         )
         .expect("valid metric");
         let concurrency_limit = IntGaugeVec::new(
-            Opts::new(
-                "floodgate_concurrency_limit",
-                "Requests allowed in flight to an upstream now",
-            ),
+            Opts::new("floodgate_concurrency_limit", "Requests allowed in flight to an upstream now"),
             &["upstream"],
         )
         .expect("valid metric");
         let shed = IntCounterVec::new(
-            Opts::new(
-                "floodgate_shed_total",
-                "Requests shed by admission, by reason",
-            ),
+            Opts::new("floodgate_shed_total", "Requests shed by admission, by reason"),
             &["upstream", "reason"],
         )
         .expect("valid metric");
         let upstream_server_healthy = IntGaugeVec::new(
-            Opts::new(
-                "floodgate_upstream_server_healthy",
-                "1 when a server of an upstream takes traffic, 0 when it is out",
-            ),
+            Opts::new("floodgate_upstream_server_healthy", "1 when a server of an upstream takes traffic, 0 when it is out"),
             &["upstream", "server"],
         )
         .expect("valid metric");
         let upstream_retries = IntCounterVec::new(
-            Opts::new(
-                "floodgate_upstream_retries_total",
-                "Retries of idempotent requests, sent or refused by the budget",
-            ),
+            Opts::new("floodgate_upstream_retries_total", "Retries of idempotent requests, sent or refused by the budget"),
             &["upstream", "result"],
         )
         .expect("valid metric");
         let upstream_ejections = IntCounterVec::new(
-            Opts::new(
-                "floodgate_upstream_ejections_total",
-                "Servers ejected after consecutive failures",
-            ),
+            Opts::new("floodgate_upstream_ejections_total", "Servers ejected after consecutive failures"),
             &["upstream"],
         )
         .expect("valid metric");
@@ -233,15 +198,9 @@ impl Metrics {
         UpstreamMetrics {
             requests: self.upstream_requests.with_label_values(&[upstream]),
             in_flight: self.upstream_in_flight.with_label_values(&[upstream]),
-            connect_errors: self
-                .upstream_errors
-                .with_label_values(&[upstream, "connect"]),
-            timeouts: self
-                .upstream_errors
-                .with_label_values(&[upstream, "timeout"]),
-            other_errors: self
-                .upstream_errors
-                .with_label_values(&[upstream, "protocol"]),
+            connect_errors: self.upstream_errors.with_label_values(&[upstream, "connect"]),
+            timeouts: self.upstream_errors.with_label_values(&[upstream, "timeout"]),
+            other_errors: self.upstream_errors.with_label_values(&[upstream, "protocol"]),
         }
     }
 

@@ -16,9 +16,7 @@ pub fn status(err: &GatewayError) -> StatusCode {
         GatewayError::NoRoute => StatusCode::NOT_FOUND,
         GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
         GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamProtocol { .. } => {
-            StatusCode::BAD_GATEWAY
-        }
+        GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
         GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         GatewayError::QueueFull { .. }
@@ -46,13 +44,11 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
         | GatewayError::UpstreamProtocol { .. }
         | GatewayError::ShuttingDown => Some(1u64),
         // Shed: 1–3 s with jitter, so refused shoppers do not come back in one wave.
-        GatewayError::QueueFull { .. }
-        | GatewayError::QueueTimeout { .. }
-        | GatewayError::QueueOverloaded { .. } => Some(1 + rand::random_range(0..=2u64)),
-        // Until the first ejected server is tried again, rounded up (never 0).
-        GatewayError::CircuitOpen { retry_after, .. } => {
-            Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+        GatewayError::QueueFull { .. } | GatewayError::QueueTimeout { .. } | GatewayError::QueueOverloaded { .. } => {
+            Some(1 + rand::random_range(0..=2u64))
         }
+        // Until the first ejected server is tried again, rounded up (never 0).
+        GatewayError::CircuitOpen { retry_after, .. } => Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
         _ => None,
     };
     let shed_page = matches!(
@@ -80,14 +76,7 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
             ),
         )
     } else {
-        (
-            "text/plain; charset=utf-8",
-            format!(
-                "{} {}: {message}\n",
-                status.as_u16(),
-                status.canonical_reason().unwrap_or("")
-            ),
-        )
+        ("text/plain; charset=utf-8", format!("{} {}: {message}\n", status.as_u16(), status.canonical_reason().unwrap_or("")))
     };
     let mut resp = Response::new(body::full(text));
     *resp.status_mut() = status;

@@ -26,12 +26,7 @@ pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Gatew
 
 /// Builds the stack for one route, outermost stage first.
 pub fn route_stack(route: &RouteConfig, upstream: Arc<Upstream>) -> RouteService {
-    let admission = AdmissionLayer::new(
-        upstream.admission.clone(),
-        &route.priority,
-        Some(upstream.health.clone()),
-        upstream.name(),
-    );
+    let admission = AdmissionLayer::new(upstream.admission.clone(), &route.priority, Some(upstream.health.clone()), upstream.name());
     let svc = ServiceBuilder::new()
         .layer(admission)
         .service(UpstreamService::new(upstream));

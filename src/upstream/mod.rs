@@ -63,11 +63,7 @@ impl Upstream {
     /// the same name in the config being replaced): the admission controller always
     /// (updated in place, so in-flight requests and waiters keep counting against
     /// the limit), the health state when servers and health settings did not change.
-    pub fn build(
-        config: UpstreamConfig,
-        metrics: &Metrics,
-        previous: Option<&Upstream>,
-    ) -> Arc<Self> {
+    pub fn build(config: UpstreamConfig, metrics: &Metrics, previous: Option<&Upstream>) -> Arc<Self> {
         let settings = AdmissionSettings::of(&config);
         let admission = match previous {
             Some(p) => {
@@ -77,22 +73,8 @@ impl Upstream {
             None => Admission::new(settings, AdmissionMetrics::new(metrics, &config.name)),
         };
         let health = match previous {
-            Some(p)
-                if p.health.same_settings(
-                    &config.servers,
-                    &config.outlier_detection,
-                    &config.health_check,
-                ) =>
-            {
-                p.health.clone()
-            }
-            _ => Health::new(
-                &config.name,
-                &config.servers,
-                config.outlier_detection.clone(),
-                config.health_check.clone(),
-                metrics,
-            ),
+            Some(p) if p.health.same_settings(&config.servers, &config.outlier_detection, &config.health_check) => p.health.clone(),
+            _ => Health::new(&config.name, &config.servers, config.outlier_detection.clone(), config.health_check.clone(), metrics),
         };
         let retries = Retries::new(&config.retries, &config.name, metrics);
         let mut connector = HttpConnector::new();
@@ -145,9 +127,7 @@ impl Upstream {
         let mut avoid = None;
         let mut attempt = 0;
         loop {
-            let (res, idx) = self
-                .send_once(Request::from_parts(parts.clone(), body::empty()), avoid)
-                .await;
+            let (res, idx) = self.send_once(Request::from_parts(parts.clone(), body::empty()), avoid).await;
             let worth_retrying = match &res {
                 Err(GatewayError::UpstreamConnect { .. }) => true,
                 Ok(resp) => retry::retryable_status(resp.status()),
@@ -165,11 +145,7 @@ impl Upstream {
 
     /// One attempt, to a server other than `avoid` when another is available; returns
     /// the server used, if any.
-    async fn send_once(
-        &self,
-        req: Request<Body>,
-        avoid: Option<usize>,
-    ) -> (Result<Response<Body>, GatewayError>, Option<usize>) {
+    async fn send_once(&self, req: Request<Body>, avoid: Option<usize>) -> (Result<Response<Body>, GatewayError>, Option<usize>) {
         let idx = match self.health.choose(&self.balancer, &self.servers, avoid) {
             Ok(i) => i,
             Err(open) => {
@@ -184,11 +160,9 @@ impl Upstream {
         let outcome = match &res {
             Ok(r) if r.status().is_server_error() => Some(Outcome::Failure),
             Ok(_) => Some(Outcome::Success),
-            Err(
-                GatewayError::UpstreamConnect { .. }
-                | GatewayError::UpstreamTimeout { .. }
-                | GatewayError::UpstreamProtocol { .. },
-            ) => Some(Outcome::Failure),
+            Err(GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamTimeout { .. } | GatewayError::UpstreamProtocol { .. }) => {
+                Some(Outcome::Failure)
+            }
             Err(_) => None,
         };
         if let Some(o) = outcome {
@@ -197,11 +171,7 @@ impl Upstream {
         (res, Some(idx))
     }
 
-    async fn send_to(
-        &self,
-        idx: usize,
-        mut req: Request<Body>,
-    ) -> Result<Response<Body>, GatewayError> {
+    async fn send_to(&self, idx: usize, mut req: Request<Body>) -> Result<Response<Body>, GatewayError> {
         let server = &self.servers[idx];
         let pq = req
             .uri()
@@ -212,8 +182,7 @@ impl Upstream {
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(server.authority.clone());
         parts.path_and_query = Some(pq);
-        *req.uri_mut() = Uri::from_parts(parts)
-            .map_err(|_| GatewayError::BadRequest("invalid request target"))?;
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| GatewayError::BadRequest("invalid request target"))?;
         // Origins speak HTTP/1.1 here whatever the client spoke.
         *req.version_mut() = http::Version::HTTP_11;
 
@@ -287,9 +256,7 @@ struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.servers[self.idx]
-            .in_flight
-            .fetch_sub(1, Ordering::Relaxed);
+        self.servers[self.idx].in_flight.fetch_sub(1, Ordering::Relaxed);
         self.gauge.dec();
     }
 }

@@ -81,7 +81,7 @@ impl PriorityRule {
     fn matches(&self, method: &Method, path: &str) -> bool {
         self.path_prefix
             .as_deref()
-            .is_none_or(|p| path.starts_with(p))
+            .map_or(true, |p| path.starts_with(p))
             && (self.methods.is_empty() || self.methods.contains(method))
     }
 }

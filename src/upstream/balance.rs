@@ -62,7 +62,7 @@ impl Balancer {
                 Balance::RoundRobin => return Some(i),
                 Balance::LeastInFlight => {
                     let load = servers[i].in_flight.load(Ordering::Relaxed);
-                    if best.is_none_or(|(_, b)| load < b) {
+                    if best.map_or(true, |(_, b)| load < b) {
                         best = Some((i, load));
                     }
                 }

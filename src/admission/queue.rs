@@ -426,3 +426,115 @@ impl Drop for Permit {
 impl BodyGuard for Permit {
     fn release(self, _bytes: u64, _complete: bool) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex as StdMutex;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn admission(limit: usize, queue_size: usize) -> Arc<Admission> {
+        let metrics = Metrics::new();
+        let settings = Settings {
+            max_concurrency: Concurrency::Fixed(limit),
+            queue_size,
+            queue_timeout: Duration::from_secs(10),
+            tuning: AdmissionTuning {
+                codel_target: 50 * MS,
+                codel_interval: 500 * MS,
+                min_concurrency: 1,
+                max_concurrency_limit: 100,
+            },
+        };
+        Admission::new(settings, AdmissionMetrics::new(&metrics, "t"))
+    }
+
+    /// A request that holds its slot 100 ms and writes what happened to `log`.
+    fn request(adm: &Arc<Admission>, name: &str, log: &Arc<StdMutex<Vec<String>>>) -> tokio::task::JoinHandle<()> {
+        let (adm, name, log) = (adm.clone(), name.to_string(), log.clone());
+        tokio::spawn(async move {
+            match adm.acquire(Priority::Normal).await {
+                Ok(p) => {
+                    log.lock().unwrap().push(name);
+                    tokio::time::sleep(100 * MS).await;
+                    drop(p);
+                }
+                Err(r) => log.lock().unwrap().push(format!("{name}:{}", r.as_str())),
+            }
+        })
+    }
+
+    async fn until_queued(adm: &Admission, n: usize) {
+        while adm.queued() != n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standing_queue_switches_to_newest_first_and_sheds_stale_waiters() {
+        let adm = admission(1, 100);
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..=12 {
+            tasks.push(request(&adm, &i.to_string(), &log));
+            until_queued(&adm, i).await;
+        }
+        // Request k is admitted at k × 100 ms. The interval 500–1000 ms sees only waits
+        // far above 50 ms, so at 1000 ms the queue counts as standing.
+        tokio::time::sleep_until(start + 1050 * MS).await;
+        assert!(adm.overloaded());
+        tasks.push(request(&adm, "old", &log));
+        until_queued(&adm, 3).await;
+        tokio::time::sleep_until(start + 1060 * MS).await;
+        tasks.push(request(&adm, "new", &log));
+        until_queued(&adm, 4).await;
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let log = log.lock().unwrap().clone();
+        let admitted: Vec<&str> = log.iter().map(String::as_str).filter(|s| !s.contains(':')).collect();
+        let mut expected: Vec<String> = (0..=10).map(|i| i.to_string()).collect();
+        expected.push("new".into());
+        assert_eq!(admitted, expected, "{log:?}");
+        for shed in ["11:codel", "12:codel", "old:codel"] {
+            assert!(log.iter().any(|s| s == shed), "{shed} missing from {log:?}");
+        }
+        assert!(!adm.overloaded(), "a drained queue is not overloaded");
+        assert_eq!(adm.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_that_drains_is_served_first_come_first_served() {
+        let adm = admission(2, 100);
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..6usize {
+            tasks.push(request(&adm, &i.to_string(), &log));
+            until_queued(&adm, i.saturating_sub(1)).await;
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*log.lock().unwrap(), vec!["0", "1", "2", "3", "4", "5"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_dropped_after_being_admitted_gives_its_slot_to_the_next() {
+        let adm = admission(1, 10);
+        let held = adm.clone().acquire(Priority::Normal).await.unwrap();
+        let mut first = Box::pin(adm.clone().acquire(Priority::Normal));
+        assert!(futures_util::poll!(&mut first).is_pending());
+        let second = tokio::spawn({
+            let adm = adm.clone();
+            async move { adm.acquire(Priority::Normal).await.is_ok() }
+        });
+        until_queued(&adm, 2).await;
+        // The slot goes to `first`, whose client is gone before it looks.
+        drop(held);
+        drop(first);
+        assert!(second.await.unwrap());
+        assert_eq!(adm.in_flight(), 0);
+    }
+}

@@ -121,3 +121,62 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::{AdmissionMetrics, Settings};
+    use crate::config::admission::AdmissionTuning;
+    use crate::config::Concurrency;
+    use crate::metrics::Metrics;
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::BodyExt;
+    use std::pin::Pin;
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    /// A response body the test feeds chunk by chunk; it ends when the sender is dropped.
+    struct Fed(mpsc::Receiver<Bytes>);
+
+    impl http_body::Body for Fed {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_slot_is_held_until_the_origin_body_has_been_fully_received() {
+        let metrics = Metrics::new();
+        let settings = Settings {
+            max_concurrency: Concurrency::Fixed(1),
+            queue_size: 10,
+            queue_timeout: Duration::from_secs(10),
+            tuning: AdmissionTuning {
+                codel_target: Duration::from_millis(50),
+                codel_interval: Duration::from_millis(500),
+                min_concurrency: 1,
+                max_concurrency_limit: 10,
+            },
+        };
+        let adm = Admission::new(settings, AdmissionMetrics::new(&metrics, "t"));
+        let (tx, rx) = mpsc::channel(4);
+        let body = std::sync::Arc::new(std::sync::Mutex::new(Some(Fed(rx))));
+        let origin = tower::service_fn(move |_req: Request<Body>| -> BoxFuture<'static, Result<Response<Body>, GatewayError>> {
+            let b = body.lock().unwrap().take().expect("one request");
+            Box::pin(async move { Ok(Response::new(body::boxed(b))) })
+        });
+        let mut svc = AdmissionService::new(origin, adm.clone(), Arc::from(Vec::new()), None, "t".into());
+        let resp = svc.call(Request::new(body::empty())).await.unwrap();
+        assert_eq!(adm.in_flight(), 1, "head received, body not: still busy");
+        let mut body = resp.into_body();
+        tx.send(Bytes::from_static(b"part")).await.unwrap();
+        assert!(body.frame().await.is_some());
+        assert_eq!(adm.in_flight(), 1, "half the body: still busy");
+        drop(tx);
+        assert!(body.frame().await.is_none());
+        assert_eq!(adm.in_flight(), 0, "body done: slot free");
+    }
+}

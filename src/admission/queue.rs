@@ -451,7 +451,11 @@ mod tests {
     }
 
     /// A request that holds its slot 100 ms and writes what happened to `log`.
-    fn request(adm: &Arc<Admission>, name: &str, log: &Arc<StdMutex<Vec<String>>>) -> tokio::task::JoinHandle<()> {
+    fn request(
+        adm: &Arc<Admission>,
+        name: &str,
+        log: &Arc<StdMutex<Vec<String>>>,
+    ) -> tokio::task::JoinHandle<()> {
         let (adm, name, log) = (adm.clone(), name.to_string(), log.clone());
         tokio::spawn(async move {
             match adm.acquire(Priority::Normal).await {
@@ -494,7 +498,11 @@ mod tests {
             t.await.unwrap();
         }
         let log = log.lock().unwrap().clone();
-        let admitted: Vec<&str> = log.iter().map(String::as_str).filter(|s| !s.contains(':')).collect();
+        let admitted: Vec<&str> = log
+            .iter()
+            .map(String::as_str)
+            .filter(|s| !s.contains(':'))
+            .collect();
         let mut expected: Vec<String> = (0..=10).map(|i| i.to_string()).collect();
         expected.push("new".into());
         assert_eq!(admitted, expected, "{log:?}");

@@ -142,7 +142,10 @@ mod tests {
     impl http_body::Body for Fed {
         type Data = Bytes;
         type Error = std::convert::Infallible;
-        fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
             self.0.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b))))
         }
     }
@@ -164,11 +167,14 @@ mod tests {
         let adm = Admission::new(settings, AdmissionMetrics::new(&metrics, "t"));
         let (tx, rx) = mpsc::channel(4);
         let body = std::sync::Arc::new(std::sync::Mutex::new(Some(Fed(rx))));
-        let origin = tower::service_fn(move |_req: Request<Body>| -> BoxFuture<'static, Result<Response<Body>, GatewayError>> {
-            let b = body.lock().unwrap().take().expect("one request");
-            Box::pin(async move { Ok(Response::new(body::boxed(b))) })
-        });
-        let mut svc = AdmissionService::new(origin, adm.clone(), Arc::from(Vec::new()), None, "t".into());
+        let origin = tower::service_fn(
+            move |_req: Request<Body>| -> BoxFuture<'static, Result<Response<Body>, GatewayError>> {
+                let b = body.lock().unwrap().take().expect("one request");
+                Box::pin(async move { Ok(Response::new(body::boxed(b))) })
+            },
+        );
+        let mut svc =
+            AdmissionService::new(origin, adm.clone(), Arc::from(Vec::new()), None, "t".into());
         let resp = svc.call(Request::new(body::empty())).await.unwrap();
         assert_eq!(adm.in_flight(), 1, "head received, body not: still busy");
         let mut body = resp.into_body();

@@ -41,6 +41,33 @@ pub enum GatewayError {
     /// The gateway is shutting down and takes no new requests on this connection.
     #[error("shutting down")]
     ShuttingDown,
+    /// The upstream's admission queue is full (or a higher-priority request took this
+    /// one's place in it).
+    #[error("upstream {upstream} is at capacity and its queue is full")]
+    QueueFull {
+        /// Upstream name.
+        upstream: String,
+    },
+    /// Waited `queue_timeout` for a slot to the upstream without getting one.
+    #[error("upstream {upstream} is at capacity: waited too long in its queue")]
+    QueueTimeout {
+        /// Upstream name.
+        upstream: String,
+    },
+    /// Dropped from a standing queue by the CoDel discipline (sustained overload).
+    #[error("upstream {upstream} is overloaded")]
+    QueueOverloaded {
+        /// Upstream name.
+        upstream: String,
+    },
+    /// Every server of the upstream is ejected after failing: failing fast.
+    #[error("upstream {upstream} is failing; not sending it requests for now")]
+    CircuitOpen {
+        /// Upstream name.
+        upstream: String,
+        /// Until the first ejected server is tried again.
+        retry_after: Duration,
+    },
 }
 
 impl GatewayError {
@@ -54,6 +81,10 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::UpstreamProtocol { .. } => "upstream_protocol",
             GatewayError::ShuttingDown => "shutting_down",
+            GatewayError::QueueFull { .. } => "queue_full",
+            GatewayError::QueueTimeout { .. } => "queue_timeout",
+            GatewayError::QueueOverloaded { .. } => "codel",
+            GatewayError::CircuitOpen { .. } => "circuit_open",
         }
     }
 }

@@ -6,6 +6,7 @@
 //! the hot path through one `ArcSwap` ([`proxy::Shared`]).
 
 pub mod admin;
+pub mod admission;
 pub mod body;
 pub mod config;
 pub mod demo;

@@ -45,6 +45,20 @@ pub struct Metrics {
     pub connections_total: IntCounter,
     /// `floodgate_config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
+    /// `floodgate_queue_depth{upstream}`: requests waiting for an admission slot.
+    pub queue_depth: IntGaugeVec,
+    /// `floodgate_queue_wait_seconds{upstream}`: time from queued to admitted.
+    pub queue_wait: HistogramVec,
+    /// `floodgate_concurrency_limit{upstream}`: the admission limit now (moves when adaptive).
+    pub concurrency_limit: IntGaugeVec,
+    /// `floodgate_shed_total{upstream,reason}`: requests refused or dropped by admission.
+    pub shed: IntCounterVec,
+    /// `floodgate_upstream_server_healthy{upstream,server}`: 1 when a server takes traffic.
+    pub upstream_server_healthy: IntGaugeVec,
+    /// `floodgate_upstream_retries_total{upstream,result}`: retries sent or refused by the budget.
+    pub upstream_retries: IntCounterVec,
+    /// `floodgate_upstream_ejections_total{upstream}`: servers ejected by passive checks.
+    pub upstream_ejections: IntCounterVec,
 }
 
 impl Metrics {
@@ -106,6 +120,74 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "floodgate_queue_depth",
+                "Requests waiting for an admission slot, by upstream",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let queue_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "floodgate_queue_wait_seconds",
+                "Time a request waited for an admission slot",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let concurrency_limit = IntGaugeVec::new(
+            Opts::new(
+                "floodgate_concurrency_limit",
+                "Requests allowed in flight to an upstream now",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "floodgate_shed_total",
+                "Requests shed by admission, by reason",
+            ),
+            &["upstream", "reason"],
+        )
+        .expect("valid metric");
+        let upstream_server_healthy = IntGaugeVec::new(
+            Opts::new(
+                "floodgate_upstream_server_healthy",
+                "1 when a server of an upstream takes traffic, 0 when it is out",
+            ),
+            &["upstream", "server"],
+        )
+        .expect("valid metric");
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "floodgate_upstream_retries_total",
+                "Retries of idempotent requests, sent or refused by the budget",
+            ),
+            &["upstream", "result"],
+        )
+        .expect("valid metric");
+        let upstream_ejections = IntCounterVec::new(
+            Opts::new(
+                "floodgate_upstream_ejections_total",
+                "Servers ejected after consecutive failures",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(queue_depth.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(queue_wait.clone()),
+            Box::new(concurrency_limit.clone()),
+            Box::new(shed.clone()),
+            Box::new(upstream_server_healthy.clone()),
+            Box::new(upstream_retries.clone()),
+            Box::new(upstream_ejections.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -128,6 +210,13 @@ impl Metrics {
             connections_open,
             connections_total,
             config_reloads,
+            queue_depth,
+            queue_wait,
+            concurrency_limit,
+            shed,
+            upstream_server_healthy,
+            upstream_retries,
+            upstream_ejections,
         })
     }
 

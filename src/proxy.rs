@@ -73,11 +73,13 @@ impl Compiled {
     /// `previous` is the config being replaced on a reload: state whose rule did not
     /// change (limiter buckets, cached pages, waiting lines) is carried over from it.
     pub fn build(config: Config, metrics: &Metrics, previous: Option<&Compiled>) -> Self {
-        let _ = previous;
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
-            .map(|u| Upstream::new(u.clone(), metrics))
+            .map(|u| {
+                let prev = previous.and_then(|p| p.upstreams.iter().find(|x| x.name() == u.name));
+                Upstream::build(u.clone(), metrics, prev.map(|x| &**x))
+            })
             .collect();
         let routes = config
             .routes

@@ -21,6 +21,10 @@ pub fn status(err: &GatewayError) -> StatusCode {
         }
         GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        GatewayError::QueueFull { .. }
+        | GatewayError::QueueTimeout { .. }
+        | GatewayError::QueueOverloaded { .. }
+        | GatewayError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -41,8 +45,23 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
         | GatewayError::UpstreamTimeout { .. }
         | GatewayError::UpstreamProtocol { .. }
         | GatewayError::ShuttingDown => Some(1u64),
+        // Shed: 1–3 s with jitter, so refused shoppers do not come back in one wave.
+        GatewayError::QueueFull { .. }
+        | GatewayError::QueueTimeout { .. }
+        | GatewayError::QueueOverloaded { .. } => Some(1 + rand::random_range(0..=2u64)),
+        // Until the first ejected server is tried again, rounded up (never 0).
+        GatewayError::CircuitOpen { retry_after, .. } => {
+            Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+        }
         _ => None,
     };
+    let shed_page = matches!(
+        err,
+        GatewayError::QueueFull { .. }
+            | GatewayError::QueueTimeout { .. }
+            | GatewayError::QueueOverloaded { .. }
+            | GatewayError::CircuitOpen { .. }
+    );
     let (content_type, text) = if json {
         let v = serde_json::json!({
             "status": status.as_u16(),
@@ -50,6 +69,16 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
             "message": message,
         });
         ("application/json", format!("{v}\n"))
+    } else if shed_page {
+        // Shed answers reach shoppers' browsers during a sale: a tiny page, not a bare line.
+        // No auto-refresh: it would turn a refused POST into a GET of the same URL.
+        let wait = retry_after.unwrap_or(1);
+        (
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html><html><head><meta charset=\"utf-8\"><title>Very busy</title></head><body><h1>The shop is very busy right now</h1><p>Please try again in {wait} seconds.</p></body></html>\n"
+            ),
+        )
     } else {
         (
             "text/plain; charset=utf-8",

@@ -15,6 +15,7 @@ use http::{Request, Response};
 use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
+use crate::admission::AdmissionLayer;
 use crate::body::Body;
 use crate::config::RouteConfig;
 use crate::error::GatewayError;
@@ -24,7 +25,15 @@ use crate::upstream::{Upstream, UpstreamService};
 pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, GatewayError>;
 
 /// Builds the stack for one route, outermost stage first.
-pub fn route_stack(_route: &RouteConfig, upstream: Arc<Upstream>) -> RouteService {
-    let svc = ServiceBuilder::new().service(UpstreamService::new(upstream));
+pub fn route_stack(route: &RouteConfig, upstream: Arc<Upstream>) -> RouteService {
+    let admission = AdmissionLayer::new(
+        upstream.admission.clone(),
+        &route.priority,
+        Some(upstream.health.clone()),
+        upstream.name(),
+    );
+    let svc = ServiceBuilder::new()
+        .layer(admission)
+        .service(UpstreamService::new(upstream));
     BoxCloneSyncService::new(svc)
 }

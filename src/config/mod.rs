@@ -5,6 +5,7 @@
 //! its key path (`route[2].upstream: no upstream named "shp"`) before failing, so an
 //! operator fixes a file in one pass. Nothing downstream ever parses a string.
 
+pub mod admission;
 pub mod raw;
 pub mod units;
 
@@ -165,6 +166,14 @@ pub struct UpstreamConfig {
     pub queue_size: usize,
     /// Longest wait for a slot.
     pub queue_timeout: Duration,
+    /// CoDel and adaptive-concurrency tuning of the admission queue.
+    pub admission: admission::AdmissionTuning,
+    /// Active health checks, when configured.
+    pub health_check: Option<admission::HealthCheckConfig>,
+    /// Passive ejection of failing servers.
+    pub outlier_detection: admission::OutlierConfig,
+    /// Retries of idempotent body-less requests.
+    pub retries: admission::RetryConfig,
 }
 
 /// A host a route answers for.
@@ -187,6 +196,8 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
+    /// Admission priority rules, first match wins; no match is `normal`.
+    pub priority: Vec<crate::admission::PriorityRule>,
 }
 
 /// One problem in a config file, with the key it concerns.
@@ -433,11 +444,13 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
                 );
             }
         }
+        let priority = admission::compile_priority(&key, &r.priority, &mut p);
         routes.push(RouteConfig {
             name,
             hosts,
             path_prefix,
             upstream,
+            priority,
         });
     }
     for (i, _) in raw.waiting_room.iter().enumerate() {
@@ -704,6 +717,17 @@ fn compile_upstream(key: &str, u: &raw::RawUpstream, p: &mut Problems) -> Upstre
             DEFAULT_QUEUE_TIMEOUT,
             positive_duration,
         ),
+        admission: admission::compile_tuning(
+            key,
+            u.codel_target.as_deref(),
+            u.codel_interval.as_deref(),
+            u.min_concurrency,
+            u.max_concurrency_limit,
+            p,
+        ),
+        health_check: admission::compile_health_check(key, u.health_check.as_ref(), p),
+        outlier_detection: admission::compile_outlier(key, u.outlier_detection.as_ref(), p),
+        retries: admission::compile_retries(key, u.retries.as_ref(), p),
     }
 }
 

@@ -86,6 +86,13 @@ pub struct RawUpstream {
     pub max_concurrency: Option<toml::Value>,
     pub queue_size: Option<i64>,
     pub queue_timeout: Option<String>,
+    pub min_concurrency: Option<i64>,
+    pub max_concurrency_limit: Option<i64>,
+    pub codel_target: Option<String>,
+    pub codel_interval: Option<String>,
+    pub health_check: Option<super::admission::RawHealthCheck>,
+    pub outlier_detection: Option<super::admission::RawOutlier>,
+    pub retries: Option<super::admission::RawRetries>,
 }
 
 /// `[[route]]`: which requests go where, through which protections.
@@ -101,4 +108,6 @@ pub struct RawRoute {
     pub rate_limits: Vec<toml::Table>,
     pub cache: Option<toml::Table>,
     pub waiting_room: Option<String>,
+    #[serde(default)]
+    pub priority: Vec<super::admission::RawPriorityRule>,
 }

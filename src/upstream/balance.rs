@@ -47,6 +47,29 @@ impl Balancer {
             }
         }
     }
+
+    /// Like [`Balancer::pick`], among the servers `ok` accepts; `None` if it accepts none.
+    pub fn pick_among(&self, servers: &[Server], ok: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = servers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        let mut best: Option<(usize, i64)> = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if !ok(i) {
+                continue;
+            }
+            match self.kind {
+                Balance::RoundRobin => return Some(i),
+                Balance::LeastInFlight => {
+                    let load = servers[i].in_flight.load(Ordering::Relaxed);
+                    if best.map_or(true, |(_, b)| load < b) {
+                        best = Some((i, load));
+                    }
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
 }
 
 #[cfg(test)]
@@ -71,6 +94,18 @@ mod tests {
         let s = servers(&[0, 0, 0]);
         let picks: Vec<usize> = (0..6).map(|_| b.pick(&s)).collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn pick_among_skips_the_servers_it_is_told_to() {
+        let b = Balancer::new(Balance::RoundRobin);
+        let s = servers(&[0, 0, 0]);
+        let picks: Vec<Option<usize>> = (0..4).map(|_| b.pick_among(&s, |i| i != 1)).collect();
+        assert!(
+            picks.iter().all(|p| matches!(p, Some(0) | Some(2))),
+            "{picks:?}"
+        );
+        assert_eq!(b.pick_among(&s, |_| false), None);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! pool, because hyper's pool has no per-host cap (hyper#4134).
 
 pub mod balance;
+pub mod health;
+pub mod retry;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -18,11 +20,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::admission::{Admission, AdmissionMetrics, Settings as AdmissionSettings};
 use crate::body::{self, Body, BodyGuard, Guarded};
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, UpstreamMetrics};
 use balance::Balancer;
+use health::{Health, Outcome};
+use retry::Retries;
 
 /// One origin server of an upstream.
 #[derive(Debug)]
@@ -41,11 +46,55 @@ pub struct Upstream {
     balancer: Balancer,
     client: Client<HttpConnector, Body>,
     metrics: UpstreamMetrics,
+    /// The admission controller every route to this upstream shares.
+    pub admission: Arc<Admission>,
+    /// Which servers take traffic; the circuit breaker.
+    pub health: Arc<Health>,
+    retries: Retries,
 }
 
 impl Upstream {
     /// Builds the client pool for an upstream.
     pub fn new(config: UpstreamConfig, metrics: &Metrics) -> Arc<Self> {
+        Self::build(config, metrics, None)
+    }
+
+    /// Like [`Upstream::new`], carrying state over from `previous` (the upstream of
+    /// the same name in the config being replaced): the admission controller always
+    /// (updated in place, so in-flight requests and waiters keep counting against
+    /// the limit), the health state when servers and health settings did not change.
+    pub fn build(
+        config: UpstreamConfig,
+        metrics: &Metrics,
+        previous: Option<&Upstream>,
+    ) -> Arc<Self> {
+        let settings = AdmissionSettings::of(&config);
+        let admission = match previous {
+            Some(p) => {
+                p.admission.reconfigure(settings);
+                p.admission.clone()
+            }
+            None => Admission::new(settings, AdmissionMetrics::new(metrics, &config.name)),
+        };
+        let health = match previous {
+            Some(p)
+                if p.health.same_settings(
+                    &config.servers,
+                    &config.outlier_detection,
+                    &config.health_check,
+                ) =>
+            {
+                p.health.clone()
+            }
+            _ => Health::new(
+                &config.name,
+                &config.servers,
+                config.outlier_detection.clone(),
+                config.health_check.clone(),
+                metrics,
+            ),
+        };
+        let retries = Retries::new(&config.retries, &config.name, metrics);
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
@@ -73,6 +122,9 @@ impl Upstream {
             config,
             servers,
             client,
+            admission,
+            health,
+            retries,
         })
     }
 
@@ -81,9 +133,75 @@ impl Upstream {
         &self.config.name
     }
 
-    /// Sends one request to a server of this upstream and returns its streamed response.
-    pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Body>, GatewayError> {
-        let idx = self.balancer.pick(&self.servers);
+    /// Sends a request to a server of this upstream and returns its streamed response;
+    /// a replay-safe request is retried on another server after a connect failure or a
+    /// 502/503, within the retry budget (see [`retry`]).
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Body>, GatewayError> {
+        let attempts = self.retries.allowed(&req);
+        if attempts == 0 {
+            return self.send_once(req, None).await.0;
+        }
+        let (parts, _) = req.into_parts();
+        let mut avoid = None;
+        let mut attempt = 0;
+        loop {
+            let (res, idx) = self
+                .send_once(Request::from_parts(parts.clone(), body::empty()), avoid)
+                .await;
+            let worth_retrying = match &res {
+                Err(GatewayError::UpstreamConnect { .. }) => true,
+                Ok(resp) => retry::retryable_status(resp.status()),
+                Err(_) => false,
+            };
+            if !worth_retrying || attempt >= attempts || !self.retries.withdraw() {
+                return res;
+            }
+            // Dropping the answer releases its server's in-flight count before the retry.
+            drop(res);
+            attempt += 1;
+            avoid = idx;
+        }
+    }
+
+    /// One attempt, to a server other than `avoid` when another is available; returns
+    /// the server used, if any.
+    async fn send_once(
+        &self,
+        req: Request<Body>,
+        avoid: Option<usize>,
+    ) -> (Result<Response<Body>, GatewayError>, Option<usize>) {
+        let idx = match self.health.choose(&self.balancer, &self.servers, avoid) {
+            Ok(i) => i,
+            Err(open) => {
+                let e = GatewayError::CircuitOpen {
+                    upstream: self.config.name.clone(),
+                    retry_after: open.retry_after,
+                };
+                return (Err(e), None);
+            }
+        };
+        let res = self.send_to(idx, req).await;
+        let outcome = match &res {
+            Ok(r) if r.status().is_server_error() => Some(Outcome::Failure),
+            Ok(_) => Some(Outcome::Success),
+            Err(
+                GatewayError::UpstreamConnect { .. }
+                | GatewayError::UpstreamTimeout { .. }
+                | GatewayError::UpstreamProtocol { .. },
+            ) => Some(Outcome::Failure),
+            Err(_) => None,
+        };
+        if let Some(o) = outcome {
+            self.health.record(idx, o);
+        }
+        (res, Some(idx))
+    }
+
+    async fn send_to(
+        &self,
+        idx: usize,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, GatewayError> {
         let server = &self.servers[idx];
         let pq = req
             .uri()

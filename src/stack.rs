@@ -16,15 +16,19 @@ use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 
 use crate::body::Body;
+use crate::cache::{CacheLayer, HttpCache};
 use crate::config::RouteConfig;
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::upstream::{Upstream, UpstreamService};
 
 /// A route's whole stack as one cloneable service.
 pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, GatewayError>;
 
 /// Builds the stack for one route, outermost stage first.
-pub fn route_stack(_route: &RouteConfig, upstream: Arc<Upstream>) -> RouteService {
-    let svc = ServiceBuilder::new().service(UpstreamService::new(upstream));
+pub fn route_stack(route: &RouteConfig, upstream: Arc<Upstream>, cache: &Arc<HttpCache>, metrics: &Metrics) -> RouteService {
+    let svc = ServiceBuilder::new()
+        .option_layer(route.cache.clone().map(|rule| CacheLayer::new(&route.name, rule, cache.clone(), metrics)))
+        .service(UpstreamService::new(upstream));
     BoxCloneSyncService::new(svc)
 }

@@ -205,9 +205,4 @@ impl Store {
         self.cache.run_pending_tasks();
         (self.cache.weighted_size(), self.cache.entry_count())
     }
-
-    /// Current (bytes, entries), possibly a little behind.
-    pub fn size(&self) -> (u64, u64) {
-        (self.cache.weighted_size(), self.cache.entry_count())
-    }
 }

@@ -111,6 +111,7 @@ mod tests {
                 .collect(),
             path_prefix: prefix.into(),
             upstream: 0,
+            cache: None,
         }
     }
 

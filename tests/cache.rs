@@ -22,7 +22,9 @@ struct Setup {
 }
 
 async fn start(route_cache: &str, global: &str) -> Setup {
-    let shop = shop::start("127.0.0.1:0".parse().unwrap(), ShopProfile::default()).await.unwrap();
+    let shop = shop::start("127.0.0.1:0".parse().unwrap(), ShopProfile::default())
+        .await
+        .unwrap();
     let text = format!(
         r#"
 [server]
@@ -43,7 +45,9 @@ cache = {{ {route_cache} }}
     );
     let cfg = config::parse(&text).unwrap_or_else(|e| panic!("config: {e:?}"));
     let gw = Gateway::start(cfg).await.unwrap();
-    let client = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build_http();
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build_http();
     Setup { gw, shop, client }
 }
 
@@ -55,19 +59,34 @@ struct Answer {
 
 impl Answer {
     fn cache_status(&self) -> &str {
-        self.headers.get("cache-status").and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
-async fn send(client: &HttpClient, addr: SocketAddr, method: Method, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let mut b = Request::builder().method(method).uri(format!("http://{addr}{path}")).header("host", "shop.test");
+async fn send(
+    client: &HttpClient,
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", "shop.test");
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(b.body(Full::new(Bytes::new())).unwrap()))
-        .await
-        .expect("answer within 10s")
-        .expect("request");
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(b.body(Full::new(Bytes::new())).unwrap()),
+    )
+    .await
+    .expect("answer within 10s")
+    .expect("request");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
     Answer {
@@ -87,11 +106,16 @@ async fn admin_post(s: &Setup, path: &str, body: &str) -> (StatusCode, String) {
         .unwrap();
     let resp = s.client.request(req).await.unwrap();
     let status = resp.status();
-    (status, String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned())
+    (
+        status,
+        String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned(),
+    )
 }
 
 async fn metrics(s: &Setup) -> String {
-    let req = Request::get(format!("http://{}/metrics", s.gw.admin_addr.unwrap())).body(Full::new(Bytes::new())).unwrap();
+    let req = Request::get(format!("http://{}/metrics", s.gw.admin_addr.unwrap()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let resp = s.client.request(req).await.unwrap();
     String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).into_owned()
 }
@@ -117,14 +141,24 @@ async fn a_product_page_is_fetched_once_then_served_from_cache_with_age_and_cach
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.cache_status(), "floodgate; fwd=uri-miss; stored");
     let b = get(&s, "/products/1", &[]).await;
-    assert!(b.cache_status().starts_with("floodgate; hit; ttl="), "{}", b.cache_status());
+    assert!(
+        b.cache_status().starts_with("floodgate; hit; ttl="),
+        "{}",
+        b.cache_status()
+    );
     assert_eq!(b.body, a.body);
     assert!(b.headers.contains_key("age"));
     assert_eq!(b.headers.get("etag").unwrap(), "\"product-1-v1\"");
     assert_eq!(s.shop.stats.path_count("/products/1"), 1);
     let m = metrics(&s).await;
-    assert!(m.contains(r#"floodgate_cache_lookups_total{result="hit",route="shop"} 1"#), "{m}");
-    assert!(m.contains(r#"floodgate_cache_lookups_total{result="miss",route="shop"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"floodgate_cache_lookups_total{result="hit",route="shop"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"floodgate_cache_lookups_total{result="miss",route="shop"} 1"#),
+        "{m}"
+    );
     assert!(!m.contains("floodgate_cache_entries 0\n"), "{m}");
 }
 
@@ -148,7 +182,9 @@ async fn one_thousand_concurrent_misses_for_one_url_make_exactly_one_origin_requ
     for _ in 0..1000 {
         let c = s.client.clone();
         let p = path.clone();
-        tasks.push(tokio::spawn(async move { send(&c, addr, Method::GET, &p, &[]).await }));
+        tasks.push(tokio::spawn(async move {
+            send(&c, addr, Method::GET, &p, &[]).await
+        }));
     }
     let mut coalesced = 0;
     for t in tasks {
@@ -175,7 +211,11 @@ async fn the_first_clients_disconnect_does_not_cancel_the_fill_for_the_others() 
     first.abort();
     let b = get(&s, &path, &[]).await;
     assert_eq!(b.body, "n=1");
-    assert!(b.cache_status().contains("collapsed") || b.cache_status().contains("hit"), "{}", b.cache_status());
+    assert!(
+        b.cache_status().contains("collapsed") || b.cache_status().contains("hit"),
+        "{}",
+        b.cache_status()
+    );
     assert_eq!(s.shop.stats.path_count(CC), 1);
 }
 
@@ -185,10 +225,20 @@ async fn a_response_with_set_cookie_is_never_served_to_a_second_client() {
     let path = format!("{CC}?value=public,max-age%3D60&cookie=1");
     let a = get(&s, &path, &[]).await;
     let b = get(&s, &path, &[]).await;
-    assert_eq!(a.headers.get("set-cookie").unwrap(), "session=user1; Path=/");
-    assert_eq!(b.headers.get("set-cookie").unwrap(), "session=user2; Path=/");
+    assert_eq!(
+        a.headers.get("set-cookie").unwrap(),
+        "session=user1; Path=/"
+    );
+    assert_eq!(
+        b.headers.get("set-cookie").unwrap(),
+        "session=user2; Path=/"
+    );
     assert_eq!(s.shop.stats.path_count(CC), 2);
-    assert!(b.cache_status().contains("fwd=uri-miss"), "{}", b.cache_status());
+    assert!(
+        b.cache_status().contains("fwd=uri-miss"),
+        "{}",
+        b.cache_status()
+    );
     // The shop's private cart, too.
     let c1 = get(&s, "/cart", &[]).await;
     let c2 = get(&s, "/cart", &[]).await;
@@ -201,7 +251,10 @@ async fn with_strip_set_cookie_the_stored_copy_has_no_cookie() {
     let s = start("strip_set_cookie = true", "").await;
     let path = format!("{CC}?value=public,max-age%3D60&cookie=1");
     let a = get(&s, &path, &[]).await;
-    assert!(a.headers.contains_key("set-cookie"), "the first client gets its own cookie");
+    assert!(
+        a.headers.contains_key("set-cookie"),
+        "the first client gets its own cookie"
+    );
     let b = get(&s, &path, &[]).await;
     assert!(b.cache_status().contains("hit"), "{}", b.cache_status());
     assert!(!b.headers.contains_key("set-cookie"));
@@ -216,7 +269,11 @@ async fn private_and_no_store_responses_are_never_stored() {
         get(&s, &path, &[]).await;
         let b = get(&s, &path, &[]).await;
         assert_eq!(b.body, format!("n={}", 2 * i + 2), "{cc}");
-        assert!(b.cache_status().contains("hit-for-miss"), "{}", b.cache_status());
+        assert!(
+            b.cache_status().contains("hit-for-miss"),
+            "{}",
+            b.cache_status()
+        );
     }
 }
 
@@ -227,15 +284,26 @@ async fn a_request_with_authorization_is_not_answered_from_cache_and_stored_only
     let auth = [("authorization", "Bearer alice")];
     get(&s, &shared, &auth).await;
     let b = get(&s, &shared, &[]).await;
-    assert_eq!(b.body, "n=2", "max-age alone does not make an authorized response shareable");
+    assert_eq!(
+        b.body, "n=2",
+        "max-age alone does not make an authorized response shareable"
+    );
 
     let public = format!("{CC}?value=public,max-age%3D60&x=1");
     get(&s, &public, &auth).await;
     let anon = get(&s, &public, &[]).await;
-    assert!(anon.cache_status().contains("hit"), "{}", anon.cache_status());
+    assert!(
+        anon.cache_status().contains("hit"),
+        "{}",
+        anon.cache_status()
+    );
     // An authorized request still goes to the origin, which decides what it may see.
     let again = get(&s, &public, &auth).await;
-    assert!(again.cache_status().contains("fwd=request"), "{}", again.cache_status());
+    assert!(
+        again.cache_status().contains("fwd=request"),
+        "{}",
+        again.cache_status()
+    );
 }
 
 #[tokio::test]
@@ -246,7 +314,11 @@ async fn vary_on_accept_encoding_keeps_two_variants() {
     let br = get(&s, path, &[("accept-encoding", "br")]).await;
     assert_eq!(gz.body, "n=1 enc=gzip");
     assert_eq!(br.body, "n=2 enc=br");
-    assert!(br.cache_status().contains("fwd=vary-miss"), "{}", br.cache_status());
+    assert!(
+        br.cache_status().contains("fwd=vary-miss"),
+        "{}",
+        br.cache_status()
+    );
     let gz2 = get(&s, path, &[("accept-encoding", "gzip")]).await;
     let br2 = get(&s, path, &[("accept-encoding", "br")]).await;
     assert_eq!(gz2.body, "n=1 enc=gzip");
@@ -263,7 +335,12 @@ async fn a_conditional_request_is_answered_304_from_the_cache() {
     assert_eq!(a.status, StatusCode::NOT_MODIFIED);
     assert!(a.body.is_empty());
     assert_eq!(a.headers.get("etag").unwrap(), "\"product-2-v1\"");
-    let b = get(&s, "/products/2", &[("if-modified-since", "Tue, 24 Nov 2026 08:00:00 GMT")]).await;
+    let b = get(
+        &s,
+        "/products/2",
+        &[("if-modified-since", "Tue, 24 Nov 2026 08:00:00 GMT")],
+    )
+    .await;
     assert_eq!(b.status, StatusCode::NOT_MODIFIED);
     let c = get(&s, "/products/2", &[("if-none-match", "\"other\"")]).await;
     assert_eq!(c.status, StatusCode::OK);
@@ -280,7 +357,11 @@ async fn a_stale_page_is_revalidated_with_its_etag_and_the_304_refreshes_it() {
     let b = get(&s, &path, &[]).await;
     assert_eq!(b.status, StatusCode::OK);
     assert_eq!(b.body, "n=1", "the stored body, validated");
-    assert!(b.cache_status().contains("fwd=stale; fwd-status=304"), "{}", b.cache_status());
+    assert!(
+        b.cache_status().contains("fwd=stale; fwd-status=304"),
+        "{}",
+        b.cache_status()
+    );
     let c = get(&s, &path, &[]).await;
     assert!(c.cache_status().contains("hit"), "{}", c.cache_status());
     assert_eq!(s.shop.stats.path_count(CC), 2);
@@ -295,7 +376,11 @@ async fn stale_while_revalidate_serves_the_stale_page_and_refreshes_it_once() {
     for _ in 0..5 {
         let a = get(&s, &path, &[]).await;
         assert_eq!(a.body, "n=1");
-        assert!(a.cache_status().contains("detail=stale-while-revalidate"), "{}", a.cache_status());
+        assert!(
+            a.cache_status().contains("detail=stale-while-revalidate"),
+            "{}",
+            a.cache_status()
+        );
     }
     // Poll until the refreshed page is served.
     let end = Instant::now() + Duration::from_secs(3);
@@ -305,13 +390,21 @@ async fn stale_while_revalidate_serves_the_stale_page_and_refreshes_it_once() {
         fresh = get(&s, &path, &[]).await;
     }
     assert_eq!(fresh.body, "n=2");
-    assert!(fresh.cache_status().contains("hit"), "{}", fresh.cache_status());
+    assert!(
+        fresh.cache_status().contains("hit"),
+        "{}",
+        fresh.cache_status()
+    );
     assert_eq!(s.shop.stats.path_count(CC), 2, "one background refresh");
 }
 
 #[tokio::test]
 async fn with_the_origin_stopped_a_stale_if_error_page_is_served_and_says_so() {
-    let s = start(r#"stale_while_revalidate = "0s", stale_if_error = "1m""#, "").await;
+    let s = start(
+        r#"stale_while_revalidate = "0s", stale_if_error = "1m""#,
+        "",
+    )
+    .await;
     let a = get(&s, "/products/3", &[]).await;
     assert_eq!(a.status, StatusCode::OK);
     s.shop.stop();
@@ -319,7 +412,12 @@ async fn with_the_origin_stopped_a_stale_if_error_page_is_served_and_says_so() {
     let b = get(&s, "/products/3", &[]).await;
     assert_eq!(b.status, StatusCode::OK);
     assert_eq!(b.body, a.body);
-    assert!(b.cache_status().contains("fwd=stale") && b.cache_status().contains("detail=stale-if-error"), "{}", b.cache_status());
+    assert!(
+        b.cache_status().contains("fwd=stale")
+            && b.cache_status().contains("detail=stale-if-error"),
+        "{}",
+        b.cache_status()
+    );
     // Nothing cached: a quick error.
     let c = get(&s, "/products/4", &[]).await;
     assert_eq!(c.status, StatusCode::BAD_GATEWAY);
@@ -334,12 +432,25 @@ async fn an_origin_5xx_is_replaced_by_a_stale_copy_within_stale_if_error() {
     let b = get(&s, &path, &[]).await;
     assert_eq!(b.status, StatusCode::OK);
     assert_eq!(b.body, "n=1");
-    assert!(b.cache_status().starts_with("floodgate; fwd=stale; fwd-status=503"), "{}", b.cache_status());
-    assert!(b.cache_status().ends_with("detail=stale-if-error"), "{}", b.cache_status());
+    assert!(
+        b.cache_status()
+            .starts_with("floodgate; fwd=stale; fwd-status=503"),
+        "{}",
+        b.cache_status()
+    );
+    assert!(
+        b.cache_status().ends_with("detail=stale-if-error"),
+        "{}",
+        b.cache_status()
+    );
     // A 5xx with nothing stored passes through as it is.
     let fail = get(&s, "/__shop/cache/fail", &[]).await;
     assert_eq!(fail.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(fail.cache_status().contains("fwd=uri-miss"), "{}", fail.cache_status());
+    assert!(
+        fail.cache_status().contains("fwd=uri-miss"),
+        "{}",
+        fail.cache_status()
+    );
 }
 
 #[tokio::test]
@@ -350,7 +461,10 @@ async fn head_is_answered_from_a_cached_get() {
     assert_eq!(h.status, StatusCode::OK);
     assert!(h.body.is_empty());
     assert!(h.cache_status().contains("hit"), "{}", h.cache_status());
-    assert_eq!(h.headers.get("content-length").unwrap().to_str().unwrap(), g.body.len().to_string());
+    assert_eq!(
+        h.headers.get("content-length").unwrap().to_str().unwrap(),
+        g.body.len().to_string()
+    );
     assert_eq!(s.shop.stats.path_count("/products/5"), 1);
 }
 
@@ -364,7 +478,11 @@ async fn a_post_to_a_cached_url_invalidates_it() {
     assert_eq!(p.cache_status(), "floodgate; fwd=method");
     let after = get(&s, &path, &[]).await;
     assert_eq!(after.body, "n=3");
-    assert!(after.cache_status().contains("fwd=uri-miss"), "{}", after.cache_status());
+    assert!(
+        after.cache_status().contains("fwd=uri-miss"),
+        "{}",
+        after.cache_status()
+    );
 }
 
 #[tokio::test]
@@ -374,16 +492,38 @@ async fn the_admin_api_purges_by_url_prefix_and_surrogate_key() {
         get(&s, &format!("/products/{id}"), &[]).await;
     }
     get(&s, &format!("{CC}?value=max-age%3D60"), &[]).await;
-    let (st, body) = admin_post(&s, "/admin/cache/purge", r#"{"url": "http://shop.test/products/1"}"#).await;
+    let (st, body) = admin_post(
+        &s,
+        "/admin/cache/purge",
+        r#"{"url": "http://shop.test/products/1"}"#,
+    )
+    .await;
     assert_eq!((st, body.trim()), (StatusCode::OK, r#"{"purged":1}"#));
-    assert!(get(&s, "/products/1", &[]).await.cache_status().contains("fwd=uri-miss"));
+    assert!(get(&s, "/products/1", &[])
+        .await
+        .cache_status()
+        .contains("fwd=uri-miss"));
     let (_, body) = admin_post(&s, "/admin/cache/purge", r#"{"surrogate_key": "products"}"#).await;
     assert_eq!(body.trim(), r#"{"purged":3}"#);
-    assert!(get(&s, "/products/2", &[]).await.cache_status().contains("fwd=uri-miss"));
-    assert!(get(&s, &format!("{CC}?value=max-age%3D60"), &[]).await.cache_status().contains("hit"));
-    let (_, body) = admin_post(&s, "/admin/cache/purge", r#"{"prefix": "http://shop.test/__shop/"}"#).await;
+    assert!(get(&s, "/products/2", &[])
+        .await
+        .cache_status()
+        .contains("fwd=uri-miss"));
+    assert!(get(&s, &format!("{CC}?value=max-age%3D60"), &[])
+        .await
+        .cache_status()
+        .contains("hit"));
+    let (_, body) = admin_post(
+        &s,
+        "/admin/cache/purge",
+        r#"{"prefix": "http://shop.test/__shop/"}"#,
+    )
+    .await;
     assert_eq!(body.trim(), r#"{"purged":1}"#);
-    assert!(get(&s, &format!("{CC}?value=max-age%3D60"), &[]).await.cache_status().contains("fwd=uri-miss"));
+    assert!(get(&s, &format!("{CC}?value=max-age%3D60"), &[])
+        .await
+        .cache_status()
+        .contains("fwd=uri-miss"));
     let (st, _) = admin_post(&s, "/admin/cache/purge", r#"{"url": "a", "prefix": "b"}"#).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
 }
@@ -428,7 +568,12 @@ cache = { default_ttl = "soon" }
 "#;
     let errs = config::parse(text).unwrap_err();
     let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
-    assert!(keys.contains(&"cache.capacity") && keys.contains(&"route[0].cache.default_ttl"), "{errs:?}");
-    let unknown = config::parse("[[route]]\nname = \"a\"\nupstream = \"x\"\ncache = { ttl = \"1s\" }\n").unwrap_err();
+    assert!(
+        keys.contains(&"cache.capacity") && keys.contains(&"route[0].cache.default_ttl"),
+        "{errs:?}"
+    );
+    let unknown =
+        config::parse("[[route]]\nname = \"a\"\nupstream = \"x\"\ncache = { ttl = \"1s\" }\n")
+            .unwrap_err();
     assert!(unknown[0].key.contains("cache"), "{unknown:?}");
 }

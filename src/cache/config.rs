@@ -92,24 +92,55 @@ pub struct CacheRule {
 }
 
 /// Compiles `[cache]`.
-pub fn compile_settings(raw: Option<&RawCacheSettings>, errors: &mut Vec<KeyError>) -> CacheSettings {
+pub fn compile_settings(
+    raw: Option<&RawCacheSettings>,
+    errors: &mut Vec<KeyError>,
+) -> CacheSettings {
     let d = CacheSettings::default();
     let Some(raw) = raw else { return d };
     CacheSettings {
-        capacity: parse(errors, "cache.capacity", raw.capacity.as_deref(), d.capacity, units::size),
-        max_object_size: parse(errors, "cache.max_object_size", raw.max_object_size.as_deref(), d.max_object_size, units::size),
+        capacity: parse(
+            errors,
+            "cache.capacity",
+            raw.capacity.as_deref(),
+            d.capacity,
+            units::size,
+        ),
+        max_object_size: parse(
+            errors,
+            "cache.max_object_size",
+            raw.max_object_size.as_deref(),
+            d.max_object_size,
+            units::size,
+        ),
     }
 }
 
 /// Compiles a route's `cache = {…}`; `None` when caching is off for the route.
-pub fn compile_rule(key: &str, raw: &RawRouteCache, settings: &CacheSettings, errors: &mut Vec<KeyError>) -> Option<CacheRule> {
+pub fn compile_rule(
+    key: &str,
+    raw: &RawRouteCache,
+    settings: &CacheSettings,
+    errors: &mut Vec<KeyError>,
+) -> Option<CacheRule> {
     let k = |f: &str| format!("{key}.{f}");
     let rule = CacheRule {
-        default_ttl: parse(errors, k("default_ttl"), raw.default_ttl.as_deref(), DEFAULT_TTL, units::duration),
-        force_ttl: raw
-            .force_ttl
-            .as_deref()
-            .map(|s| parse(errors, k("force_ttl"), Some(s), Duration::ZERO, units::duration)),
+        default_ttl: parse(
+            errors,
+            k("default_ttl"),
+            raw.default_ttl.as_deref(),
+            DEFAULT_TTL,
+            units::duration,
+        ),
+        force_ttl: raw.force_ttl.as_deref().map(|s| {
+            parse(
+                errors,
+                k("force_ttl"),
+                Some(s),
+                Duration::ZERO,
+                units::duration,
+            )
+        }),
         stale_while_revalidate: parse(
             errors,
             k("stale_while_revalidate"),
@@ -117,11 +148,35 @@ pub fn compile_rule(key: &str, raw: &RawRouteCache, settings: &CacheSettings, er
             DEFAULT_STALE_WHILE_REVALIDATE,
             units::duration,
         ),
-        stale_if_error: parse(errors, k("stale_if_error"), raw.stale_if_error.as_deref(), DEFAULT_STALE_IF_ERROR, units::duration),
+        stale_if_error: parse(
+            errors,
+            k("stale_if_error"),
+            raw.stale_if_error.as_deref(),
+            DEFAULT_STALE_IF_ERROR,
+            units::duration,
+        ),
         strip_set_cookie: raw.strip_set_cookie.unwrap_or(false),
-        max_object_size: parse(errors, k("max_object_size"), raw.max_object_size.as_deref(), settings.max_object_size, units::size),
-        hit_for_miss_ttl: parse(errors, k("hit_for_miss_ttl"), raw.hit_for_miss_ttl.as_deref(), DEFAULT_HIT_FOR_MISS_TTL, units::duration),
-        coalesce_wait: parse(errors, k("coalesce_wait"), raw.coalesce_wait.as_deref(), DEFAULT_COALESCE_WAIT, units::duration),
+        max_object_size: parse(
+            errors,
+            k("max_object_size"),
+            raw.max_object_size.as_deref(),
+            settings.max_object_size,
+            units::size,
+        ),
+        hit_for_miss_ttl: parse(
+            errors,
+            k("hit_for_miss_ttl"),
+            raw.hit_for_miss_ttl.as_deref(),
+            DEFAULT_HIT_FOR_MISS_TTL,
+            units::duration,
+        ),
+        coalesce_wait: parse(
+            errors,
+            k("coalesce_wait"),
+            raw.coalesce_wait.as_deref(),
+            DEFAULT_COALESCE_WAIT,
+            units::duration,
+        ),
     };
     if rule.max_object_size > settings.capacity {
         errors.push(KeyError {
@@ -132,12 +187,21 @@ pub fn compile_rule(key: &str, raw: &RawRouteCache, settings: &CacheSettings, er
     raw.enabled.unwrap_or(true).then_some(rule)
 }
 
-fn parse<T>(errors: &mut Vec<KeyError>, key: impl Into<String>, v: Option<&str>, default: T, f: impl Fn(&str) -> Result<T, String>) -> T {
+fn parse<T>(
+    errors: &mut Vec<KeyError>,
+    key: impl Into<String>,
+    v: Option<&str>,
+    default: T,
+    f: impl Fn(&str) -> Result<T, String>,
+) -> T {
     match v.map(&f) {
         None => default,
         Some(Ok(t)) => t,
         Some(Err(message)) => {
-            errors.push(KeyError { key: key.into(), message });
+            errors.push(KeyError {
+                key: key.into(),
+                message,
+            });
             default
         }
     }

@@ -18,7 +18,11 @@ pub fn primary<B>(req: &Request<B>, scheme: &str) -> Arc<str> {
         .map(|a| a.as_str())
         .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("");
-    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     format!("{scheme}://{}{pq}", host.to_ascii_lowercase()).into()
 }
 
@@ -48,7 +52,7 @@ pub fn vary_of(req: &HeaderMap, resp: &HeaderMap) -> Vec<(HeaderName, Option<Box
         let Ok(s) = v.to_str() else { continue };
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             if let Ok(n) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
-                if !out.iter().any(|(x, _)| x == &n) {
+                if !out.iter().any(|(x, _)| *x == n) {
                     let val = header_value(req, &n);
                     out.push((n, val));
                 }

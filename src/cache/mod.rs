@@ -50,7 +50,12 @@ pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 struct TtlFromValue;
 
 impl Expiry<Arc<str>, Duration> for TtlFromValue {
-    fn expire_after_create(&self, _k: &Arc<str>, ttl: &Duration, _now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _k: &Arc<str>,
+        ttl: &Duration,
+        _now: Instant,
+    ) -> Option<Duration> {
         Some(*ttl)
     }
 }
@@ -80,7 +85,10 @@ impl HttpCache {
             settings: settings.clone(),
             store: Store::new(settings.capacity, metrics.cache_evictions.clone()),
             fills: Fills::new(metrics.cache_fills_in_flight.clone()),
-            hit_for_miss: Cache::builder().max_capacity(MAX_HIT_FOR_MISS).expire_after(TtlFromValue).build(),
+            hit_for_miss: Cache::builder()
+                .max_capacity(MAX_HIT_FOR_MISS)
+                .expire_after(TtlFromValue)
+                .build(),
             size_bytes: metrics.cache_size_bytes.clone(),
             entries: metrics.cache_entries.clone(),
             hfm_entries: metrics.cache_hit_for_miss_entries.clone(),

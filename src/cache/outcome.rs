@@ -87,7 +87,9 @@ impl CacheOutcome {
             s.push_str(&format!("; ttl={t}"));
         }
         match self {
-            CacheOutcome::StaleWhileRevalidate | CacheOutcome::StaleIfError | CacheOutcome::HitForMiss => {
+            CacheOutcome::StaleWhileRevalidate
+            | CacheOutcome::StaleIfError
+            | CacheOutcome::HitForMiss => {
                 s.push_str("; detail=");
                 s.push_str(self.as_str());
             }
@@ -103,8 +105,14 @@ mod tests {
 
     #[test]
     fn cache_status_follows_rfc_9211() {
-        assert_eq!(CacheOutcome::Hit.cache_status(Some(1), false, None), "floodgate; hit; ttl=1");
-        assert_eq!(CacheOutcome::Miss.cache_status(None, true, None), "floodgate; fwd=uri-miss; stored");
+        assert_eq!(
+            CacheOutcome::Hit.cache_status(Some(1), false, None),
+            "floodgate; hit; ttl=1"
+        );
+        assert_eq!(
+            CacheOutcome::Miss.cache_status(None, true, None),
+            "floodgate; fwd=uri-miss; stored"
+        );
         assert_eq!(
             CacheOutcome::StaleIfError.cache_status(Some(-3), false, Some(503)),
             "floodgate; fwd=stale; fwd-status=503; ttl=-3; detail=stale-if-error"

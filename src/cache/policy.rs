@@ -7,7 +7,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::header::{AUTHORIZATION, CACHE_CONTROL, DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, SET_COOKIE, VARY};
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    LAST_MODIFIED, SET_COOKIE, VARY,
+};
 use http::{HeaderMap, StatusCode};
 
 use super::config::CacheRule;
@@ -138,7 +141,10 @@ impl Lifetime {
 /// Statuses that are "heuristically cacheable" (RFC 9110 §15.1): only these get the
 /// route's `default_ttl` (or `force_ttl`) when the origin says nothing.
 fn heuristically_cacheable(s: StatusCode) -> bool {
-    matches!(s.as_u16(), 200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501)
+    matches!(
+        s.as_u16(),
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
 }
 
 /// Decides whether a response to a GET may be stored by a shared cache, and for how
@@ -146,10 +152,18 @@ fn heuristically_cacheable(s: StatusCode) -> bool {
 ///
 /// `req` is the request that was sent to the origin; `response_time` and `date` feed
 /// the `Expires` computation.
-pub fn storable(req: &HeaderMap, status: StatusCode, resp: &HeaderMap, rule: &CacheRule) -> Result<Lifetime, NotStorable> {
+pub fn storable(
+    req: &HeaderMap,
+    status: StatusCode,
+    resp: &HeaderMap,
+    rule: &CacheRule,
+) -> Result<Lifetime, NotStorable> {
     let cc = CacheControl::parse(resp);
     // §3: the status must be final and understood; no range support, so no 206.
-    if status.is_informational() || status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
+    if status.is_informational()
+        || status == StatusCode::PARTIAL_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
         return Err(NotStorable::Status);
     }
     // §3 / §5.2.2.5 / §5.2.2.7.
@@ -160,7 +174,10 @@ pub fn storable(req: &HeaderMap, status: StatusCode, resp: &HeaderMap, rule: &Ca
         return Err(NotStorable::Private);
     }
     // §4.1: `Vary: *` never matches a later request.
-    if resp.get_all(VARY).iter().any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim() == "*"))) {
+    if resp.get_all(VARY).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim() == "*"))
+    }) {
         return Err(NotStorable::VaryStar);
     }
     // Not in RFC 9111 (which leaves Set-Cookie to §7.3 of RFC 6265's advice), but the
@@ -170,7 +187,9 @@ pub fn storable(req: &HeaderMap, status: StatusCode, resp: &HeaderMap, rule: &Ca
     }
     // §3.5: a response to a request with Authorization is shared only if the response
     // says so with public, s-maxage or must-revalidate.
-    if req.contains_key(AUTHORIZATION) && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) {
+    if req.contains_key(AUTHORIZATION)
+        && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
+    {
         return Err(NotStorable::Authorization);
     }
     let has_validator = resp.contains_key(ETAG) || resp.contains_key(LAST_MODIFIED);
@@ -190,9 +209,13 @@ pub fn storable(req: &HeaderMap, status: StatusCode, resp: &HeaderMap, rule: &Ca
         Duration::from_secs(m)
     } else if let Some(expires) = resp.get(EXPIRES) {
         // §5.3: an invalid Expires (such as "0") means already expired.
-        let exp = expires.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok());
+        let exp = expires
+            .to_str()
+            .ok()
+            .and_then(|s| httpdate::parse_http_date(s).ok());
         let date = http_date(resp, DATE).unwrap_or_else(SystemTime::now);
-        exp.and_then(|e| e.duration_since(date).ok()).unwrap_or(Duration::ZERO)
+        exp.and_then(|e| e.duration_since(date).ok())
+            .unwrap_or(Duration::ZERO)
     } else if heuristic_ok || cc.public {
         // §4.2.2: heuristic freshness, with the route's default_ttl as the heuristic.
         rule.default_ttl
@@ -204,7 +227,8 @@ pub fn storable(req: &HeaderMap, status: StatusCode, resp: &HeaderMap, rule: &Ca
     }
     // §4.2.4: must-revalidate, proxy-revalidate and s-maxage (§5.2.2.10, which implies
     // proxy-revalidate) forbid serving stale; so does no-cache. force_ttl overrides.
-    let no_stale = rule.force_ttl.is_none() && (cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() || cc.no_cache);
+    let no_stale = rule.force_ttl.is_none()
+        && (cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() || cc.no_cache);
     let grace = |origin: Option<u64>, default: Duration| {
         if no_stale {
             Duration::ZERO
@@ -221,11 +245,18 @@ pub fn storable(req: &HeaderMap, status: StatusCode, resp: &HeaderMap, rule: &Ca
 
 /// A date header, parsed.
 pub fn http_date(h: &HeaderMap, name: http::header::HeaderName) -> Option<SystemTime> {
-    h.get(name)?.to_str().ok().and_then(|s| httpdate::parse_http_date(s).ok())
+    h.get(name)?
+        .to_str()
+        .ok()
+        .and_then(|s| httpdate::parse_http_date(s).ok())
 }
 
 /// The age a response had when it arrived (RFC 9111 §4.2.3 `corrected_initial_age`).
-pub fn initial_age(resp: &HeaderMap, request_time: SystemTime, response_time: SystemTime) -> Duration {
+pub fn initial_age(
+    resp: &HeaderMap,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> Duration {
     let age_value = resp
         .get(http::header::AGE)
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
@@ -234,7 +265,9 @@ pub fn initial_age(resp: &HeaderMap, request_time: SystemTime, response_time: Sy
     let apparent_age = http_date(resp, DATE)
         .and_then(|d| response_time.duration_since(d).ok())
         .unwrap_or_default();
-    let response_delay = response_time.duration_since(request_time).unwrap_or_default();
+    let response_delay = response_time
+        .duration_since(request_time)
+        .unwrap_or_default();
     apparent_age.max(age_value + response_delay)
 }
 
@@ -251,7 +284,10 @@ pub fn not_modified(req: &HeaderMap, stored: &HeaderMap) -> bool {
         return inm.split(',').any(|t| t.trim() == "*" || opaque(t) == mine);
     }
     // §13.1.3: If-Modified-Since is ignored when If-None-Match is present.
-    match (http_date(req, IF_MODIFIED_SINCE), http_date(stored, LAST_MODIFIED)) {
+    match (
+        http_date(req, IF_MODIFIED_SINCE),
+        http_date(stored, LAST_MODIFIED),
+    ) {
         (Some(since), Some(modified)) => modified <= since,
         _ => false,
     }
@@ -285,7 +321,13 @@ mod tests {
 
     #[test]
     fn s_maxage_wins_over_max_age_and_forbids_stale() {
-        let l = storable(&h(&[]), StatusCode::OK, &h(&[("cache-control", "max-age=5, s-maxage=30")]), &rule()).unwrap();
+        let l = storable(
+            &h(&[]),
+            StatusCode::OK,
+            &h(&[("cache-control", "max-age=5, s-maxage=30")]),
+            &rule(),
+        )
+        .unwrap();
         assert_eq!(l.fresh, Duration::from_secs(30));
         assert_eq!(l.stale_if_error, Duration::ZERO);
     }
@@ -293,30 +335,89 @@ mod tests {
     #[test]
     fn private_no_store_and_cookies_are_never_stored() {
         let r = rule();
-        assert_eq!(storable(&h(&[]), StatusCode::OK, &h(&[("cache-control", "private, max-age=60")]), &r), Err(NotStorable::Private));
-        assert_eq!(storable(&h(&[]), StatusCode::OK, &h(&[("cache-control", "no-store")]), &r), Err(NotStorable::NoStore));
         assert_eq!(
-            storable(&h(&[]), StatusCode::OK, &h(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]), &r),
+            storable(
+                &h(&[]),
+                StatusCode::OK,
+                &h(&[("cache-control", "private, max-age=60")]),
+                &r
+            ),
+            Err(NotStorable::Private)
+        );
+        assert_eq!(
+            storable(
+                &h(&[]),
+                StatusCode::OK,
+                &h(&[("cache-control", "no-store")]),
+                &r
+            ),
+            Err(NotStorable::NoStore)
+        );
+        assert_eq!(
+            storable(
+                &h(&[]),
+                StatusCode::OK,
+                &h(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]),
+                &r
+            ),
             Err(NotStorable::SetCookie)
         );
-        assert_eq!(storable(&h(&[]), StatusCode::OK, &h(&[("vary", "*")]), &r), Err(NotStorable::VaryStar));
+        assert_eq!(
+            storable(&h(&[]), StatusCode::OK, &h(&[("vary", "*")]), &r),
+            Err(NotStorable::VaryStar)
+        );
     }
 
     #[test]
     fn an_authorized_request_is_shared_only_when_the_response_allows() {
         let auth = h(&[("authorization", "Bearer x")]);
         let r = rule();
-        assert_eq!(storable(&auth, StatusCode::OK, &h(&[("cache-control", "max-age=60")]), &r), Err(NotStorable::Authorization));
-        assert!(storable(&auth, StatusCode::OK, &h(&[("cache-control", "public, max-age=60")]), &r).is_ok());
+        assert_eq!(
+            storable(
+                &auth,
+                StatusCode::OK,
+                &h(&[("cache-control", "max-age=60")]),
+                &r
+            ),
+            Err(NotStorable::Authorization)
+        );
+        assert!(storable(
+            &auth,
+            StatusCode::OK,
+            &h(&[("cache-control", "public, max-age=60")]),
+            &r
+        )
+        .is_ok());
     }
 
     #[test]
     fn heuristic_freshness_is_the_route_default_and_only_for_heuristic_statuses() {
         let r = rule();
-        assert_eq!(storable(&h(&[]), StatusCode::OK, &h(&[]), &r).unwrap().fresh, Duration::from_secs(2));
-        assert_eq!(storable(&h(&[]), StatusCode::INTERNAL_SERVER_ERROR, &h(&[]), &r), Err(NotStorable::Status));
-        let forced = CacheRule { force_ttl: Some(Duration::from_secs(1)), ..rule() };
-        assert_eq!(storable(&h(&[]), StatusCode::OK, &h(&[("cache-control", "no-cache")]), &forced).unwrap().fresh, Duration::from_secs(1));
+        assert_eq!(
+            storable(&h(&[]), StatusCode::OK, &h(&[]), &r)
+                .unwrap()
+                .fresh,
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            storable(&h(&[]), StatusCode::INTERNAL_SERVER_ERROR, &h(&[]), &r),
+            Err(NotStorable::Status)
+        );
+        let forced = CacheRule {
+            force_ttl: Some(Duration::from_secs(1)),
+            ..rule()
+        };
+        assert_eq!(
+            storable(
+                &h(&[]),
+                StatusCode::OK,
+                &h(&[("cache-control", "no-cache")]),
+                &forced
+            )
+            .unwrap()
+            .fresh,
+            Duration::from_secs(1)
+        );
     }
 
     #[test]
@@ -325,12 +426,22 @@ mod tests {
         let l = storable(
             &h(&[]),
             StatusCode::OK,
-            &h(&[("date", "Mon, 23 Nov 2026 08:00:00 GMT"), ("expires", "Mon, 23 Nov 2026 08:00:30 GMT"), ("etag", "\"a\"")]),
+            &h(&[
+                ("date", "Mon, 23 Nov 2026 08:00:00 GMT"),
+                ("expires", "Mon, 23 Nov 2026 08:00:30 GMT"),
+                ("etag", "\"a\""),
+            ]),
             &r,
         )
         .unwrap();
         assert_eq!(l.fresh, Duration::from_secs(30));
-        let l = storable(&h(&[]), StatusCode::OK, &h(&[("expires", "0"), ("etag", "\"a\"")]), &r).unwrap();
+        let l = storable(
+            &h(&[]),
+            StatusCode::OK,
+            &h(&[("expires", "0"), ("etag", "\"a\"")]),
+            &r,
+        )
+        .unwrap();
         assert_eq!(l.fresh, Duration::ZERO);
     }
 
@@ -338,17 +449,29 @@ mod tests {
     fn age_is_the_larger_of_apparent_age_and_the_age_header_plus_delay() {
         let now = SystemTime::now();
         let resp = h(&[("age", "7")]);
-        assert_eq!(initial_age(&resp, now - Duration::from_secs(1), now), Duration::from_secs(8));
+        assert_eq!(
+            initial_age(&resp, now - Duration::from_secs(1), now),
+            Duration::from_secs(8)
+        );
     }
 
     #[test]
     fn if_none_match_uses_weak_comparison_and_beats_if_modified_since() {
-        let stored = h(&[("etag", "\"v1\""), ("last-modified", "Mon, 23 Nov 2026 08:00:00 GMT")]);
+        let stored = h(&[
+            ("etag", "\"v1\""),
+            ("last-modified", "Mon, 23 Nov 2026 08:00:00 GMT"),
+        ]);
         assert!(not_modified(&h(&[("if-none-match", "W/\"v1\"")]), &stored));
         assert!(!not_modified(
-            &h(&[("if-none-match", "\"v2\""), ("if-modified-since", "Mon, 23 Nov 2026 09:00:00 GMT")]),
+            &h(&[
+                ("if-none-match", "\"v2\""),
+                ("if-modified-since", "Mon, 23 Nov 2026 09:00:00 GMT")
+            ]),
             &stored
         ));
-        assert!(not_modified(&h(&[("if-modified-since", "Mon, 23 Nov 2026 09:00:00 GMT")]), &stored));
+        assert!(not_modified(
+            &h(&[("if-modified-since", "Mon, 23 Nov 2026 09:00:00 GMT")]),
+            &stored
+        ));
     }
 }

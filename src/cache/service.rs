@@ -7,8 +7,9 @@ use std::time::{Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use http::header::{
-    HeaderName, HeaderValue, AGE, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG, EXPIRES,
-    IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE, SET_COOKIE, VARY,
+    HeaderName, HeaderValue, AGE, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION,
+    DATE, ETAG, EXPIRES, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
+    LAST_MODIFIED, RANGE, SET_COOKIE, VARY,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -66,7 +67,11 @@ type Inner = BoxCloneSyncService<Request<Body>, Response<Body>, GatewayError>;
 
 impl<S> Layer<S> for CacheLayer
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError> + Clone + Send + Sync + 'static,
+    S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
 {
     type Service = CacheService;
@@ -103,15 +108,21 @@ impl Service<Request<Body>> for CacheService {
     }
 }
 
-async fn call(svc: &mut Inner, req: Request<Body>) -> Result<Response<Body>, GatewayError>
-{
+async fn call(svc: &mut Inner, req: Request<Body>) -> Result<Response<Body>, GatewayError> {
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
     svc.call(req).await
 }
 
-async fn handle(mut inner: Inner, sh: Arc<Shared>, req: Request<Body>) -> Result<Response<Body>, GatewayError>
-{
-    let scheme = req.extensions().get::<RequestContext>().map(|c| c.scheme).unwrap_or("http");
+async fn handle(
+    mut inner: Inner,
+    sh: Arc<Shared>,
+    req: Request<Body>,
+) -> Result<Response<Body>, GatewayError> {
+    let scheme = req
+        .extensions()
+        .get::<RequestContext>()
+        .map(|c| c.scheme)
+        .unwrap_or("http");
     let key = key::primary(&req, scheme);
     let method = req.method().clone();
 
@@ -146,49 +157,114 @@ async fn handle(mut inner: Inner, sh: Arc<Shared>, req: Request<Body>) -> Result
     let mut stale = None;
     if let Some(e) = found.entry {
         match e.freshness(now) {
-            Freshness::Fresh => return Ok(serve(&sh, &e, &method, req.headers(), CacheOutcome::Hit, None)),
+            Freshness::Fresh => {
+                return Ok(serve(
+                    &sh,
+                    &e,
+                    &method,
+                    req.headers(),
+                    CacheOutcome::Hit,
+                    None,
+                ))
+            }
             Freshness::StaleWhileRevalidate => {
                 refresh_in_background(inner, &sh, &key, &req, &e);
-                return Ok(serve(&sh, &e, &method, req.headers(), CacheOutcome::StaleWhileRevalidate, None));
+                return Ok(serve(
+                    &sh,
+                    &e,
+                    &method,
+                    req.headers(),
+                    CacheOutcome::StaleWhileRevalidate,
+                    None,
+                ));
             }
             Freshness::Stale => stale = Some(e),
         }
     }
-    let miss = if found.other_variants { CacheOutcome::VaryMiss } else { CacheOutcome::Miss };
+    let miss = if found.other_variants {
+        CacheOutcome::VaryMiss
+    } else {
+        CacheOutcome::Miss
+    };
 
     match sh.cache.fills.begin(&key) {
         Role::Leader(guard) => {
             // The previous fill may have stored it between our lookup and `begin`.
             if stale.is_none() {
-                if let Some(e) = sh.cache.store.lookup(&key, req.headers()).entry.filter(|e| e.freshness(Instant::now()) == Freshness::Fresh) {
+                if let Some(e) = sh
+                    .cache
+                    .store
+                    .lookup(&key, req.headers())
+                    .entry
+                    .filter(|e| e.freshness(Instant::now()) == Freshness::Fresh)
+                {
                     guard.finish(FillResult::Stored);
-                    return Ok(serve(&sh, &e, &method, req.headers(), CacheOutcome::Hit, None));
+                    return Ok(serve(
+                        &sh,
+                        &e,
+                        &method,
+                        req.headers(),
+                        CacheOutcome::Hit,
+                        None,
+                    ));
                 }
             }
             fill(inner, sh, key, req, Some(guard), stale, miss).await
         }
         Role::Waiter(mut rx) => {
             let waited = tokio::time::timeout(sh.rule.coalesce_wait, async {
-                rx.wait_for(|r| r.is_some()).await.ok().and_then(|r| r.clone())
+                rx.wait_for(|r| r.is_some())
+                    .await
+                    .ok()
+                    .and_then(|r| r.clone())
             })
             .await;
             match waited {
-                Ok(Some(FillResult::Stored)) => match sh.cache.store.lookup(&key, req.headers()).entry {
-                    Some(e) => Ok(serve(&sh, &e, &method, req.headers(), CacheOutcome::Coalesced, None)),
-                    // Stored for another Vary variant: fetch our own.
-                    None => forward(inner, &sh, req, stale, CacheOutcome::VaryMiss).await,
-                },
-                Ok(Some(FillResult::Failed(err))) => match stale.filter(|s| s.usable_if_error(Instant::now())) {
-                    Some(s) => Ok(serve(&sh, &s, &method, req.headers(), CacheOutcome::StaleIfError, None)),
-                    None => Err(err),
-                },
-                Ok(Some(FillResult::OriginError(status))) => match stale.filter(|s| s.usable_if_error(Instant::now())) {
-                    Some(s) => Ok(serve(&sh, &s, &method, req.headers(), CacheOutcome::StaleIfError, Some(status))),
-                    None => forward(inner, &sh, req, None, miss).await,
-                },
+                Ok(Some(FillResult::Stored)) => {
+                    match sh.cache.store.lookup(&key, req.headers()).entry {
+                        Some(e) => Ok(serve(
+                            &sh,
+                            &e,
+                            &method,
+                            req.headers(),
+                            CacheOutcome::Coalesced,
+                            None,
+                        )),
+                        // Stored for another Vary variant: fetch our own.
+                        None => forward(inner, &sh, req, stale, CacheOutcome::VaryMiss).await,
+                    }
+                }
+                Ok(Some(FillResult::Failed(err))) => {
+                    match stale.filter(|s| s.usable_if_error(Instant::now())) {
+                        Some(s) => Ok(serve(
+                            &sh,
+                            &s,
+                            &method,
+                            req.headers(),
+                            CacheOutcome::StaleIfError,
+                            None,
+                        )),
+                        None => Err(err),
+                    }
+                }
+                Ok(Some(FillResult::OriginError(status))) => {
+                    match stale.filter(|s| s.usable_if_error(Instant::now())) {
+                        Some(s) => Ok(serve(
+                            &sh,
+                            &s,
+                            &method,
+                            req.headers(),
+                            CacheOutcome::StaleIfError,
+                            Some(status),
+                        )),
+                        None => forward(inner, &sh, req, None, miss).await,
+                    }
+                }
                 // Not shareable, or the fill took longer than we wait: go ourselves
                 // (the admission queue below still protects the origin).
-                Ok(Some(FillResult::NotStored)) | Ok(None) | Err(_) => forward(inner, &sh, req, stale, miss).await,
+                Ok(Some(FillResult::NotStored)) | Ok(None) | Err(_) => {
+                    forward(inner, &sh, req, stale, miss).await
+                }
             }
         }
         Role::Alone => forward(inner, &sh, req, stale, miss).await,
@@ -197,19 +273,35 @@ async fn handle(mut inner: Inner, sh: Arc<Shared>, req: Request<Body>) -> Result
 
 /// Sends a request to the origin without storing; falls back to a stale copy when the
 /// origin fails (stale-if-error).
-async fn forward(mut inner: Inner, sh: &Shared, req: Request<Body>, stale: Option<Arc<Entry>>, outcome: CacheOutcome) -> Result<Response<Body>, GatewayError>
-{
+async fn forward(
+    mut inner: Inner,
+    sh: &Shared,
+    req: Request<Body>,
+    stale: Option<Arc<Entry>>,
+    outcome: CacheOutcome,
+) -> Result<Response<Body>, GatewayError> {
     let method = req.method().clone();
     let headers = stale.as_ref().map(|_| req.headers().clone());
     let res = call(&mut inner, req).await;
-    let usable = |s: &Option<Arc<Entry>>| s.as_ref().filter(|s| s.usable_if_error(Instant::now())).cloned();
+    let usable = |s: &Option<Arc<Entry>>| {
+        s.as_ref()
+            .filter(|s| s.usable_if_error(Instant::now()))
+            .cloned()
+    };
     match res {
         Err(e) => match (usable(&stale), headers) {
             (Some(s), Some(h)) => Ok(serve(sh, &s, &method, &h, CacheOutcome::StaleIfError, None)),
             _ => Err(e),
         },
         Ok(r) if r.status().is_server_error() => match (usable(&stale), headers) {
-            (Some(s), Some(h)) => Ok(serve(sh, &s, &method, &h, CacheOutcome::StaleIfError, Some(r.status().as_u16()))),
+            (Some(s), Some(h)) => Ok(serve(
+                sh,
+                &s,
+                &method,
+                &h,
+                CacheOutcome::StaleIfError,
+                Some(r.status().as_u16()),
+            )),
             _ => Ok(mark(sh, r, outcome, None, false, None)),
         },
         Ok(r) => Ok(mark(sh, r, outcome, None, false, None)),
@@ -235,7 +327,15 @@ fn fill_request(req: &Request<Body>, stale: Option<&Entry>) -> Request<Body> {
     *f.uri_mut() = req.uri().clone();
     *f.version_mut() = req.version();
     let mut h = req.headers().clone();
-    for n in [IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_MATCH, IF_UNMODIFIED_SINCE, IF_RANGE, RANGE, CONTENT_LENGTH] {
+    for n in [
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_MATCH,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+        RANGE,
+        CONTENT_LENGTH,
+    ] {
         h.remove(n);
     }
     // RFC 9111 §4.3.1: validate with the stored validators.
@@ -260,8 +360,7 @@ async fn fill(
     guard: Option<FillGuard>,
     stale: Option<Arc<Entry>>,
     miss: CacheOutcome,
-) -> Result<Response<Body>, GatewayError>
-{
+) -> Result<Response<Body>, GatewayError> {
     let freq = fill_request(&req, stale.as_deref());
     let (tx, rx) = oneshot::channel();
     // Detached: the leader's disconnect drops only `rx`; the fill goes on for the waiters.
@@ -275,7 +374,9 @@ async fn fill(
             }
             Ok(resp)
         }
-        Ok(Reply::Entry(e, outcome, fwd)) => Ok(serve(&sh, &e, method, req.headers(), outcome, fwd)),
+        Ok(Reply::Entry(e, outcome, fwd)) => {
+            Ok(serve(&sh, &e, method, req.headers(), outcome, fwd))
+        }
         Ok(Reply::Error(e)) => Err(e),
         Err(_) => Err(GatewayError::UpstreamProtocol {
             upstream: "-".into(),
@@ -333,7 +434,11 @@ async fn run_fill(
                     let e = Arc::new(Entry {
                         url: s.url.clone(),
                         status: s.status,
-                        initial_age: policy::initial_age(resp.headers(), request_time, SystemTime::now()),
+                        initial_age: policy::initial_age(
+                            resp.headers(),
+                            request_time,
+                            SystemTime::now(),
+                        ),
                         stored_at: Instant::now(),
                         surrogate_keys: surrogate_keys(&headers),
                         headers,
@@ -348,7 +453,11 @@ async fn run_fill(
                 Err(_) => {
                     sh.cache.store.invalidate(&key);
                     finish(guard, FillResult::NotStored);
-                    let _ = tx.send(Reply::Entry(s.clone(), CacheOutcome::Revalidated, Some(304)));
+                    let _ = tx.send(Reply::Entry(
+                        s.clone(),
+                        CacheOutcome::Revalidated,
+                        Some(304),
+                    ));
                 }
             }
             return;
@@ -357,12 +466,19 @@ async fn run_fill(
     if status.is_server_error() {
         if let Some(s) = stale.filter(|s| s.usable_if_error(Instant::now())) {
             finish(guard, FillResult::OriginError(status.as_u16()));
-            let _ = tx.send(Reply::Entry(s, CacheOutcome::StaleIfError, Some(status.as_u16())));
+            let _ = tx.send(Reply::Entry(
+                s,
+                CacheOutcome::StaleIfError,
+                Some(status.as_u16()),
+            ));
             return;
         }
     }
     let max = sh.rule.max_object_size;
-    let declared = resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = resp
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let decision = match policy::storable(&req_headers, status, resp.headers(), &sh.rule) {
         Ok(_) if declared.is_some_and(|n| n > max) => Err(policy::NotStorable::TooLarge),
         other => other,
@@ -371,10 +487,16 @@ async fn run_fill(
         Ok(l) => l,
         Err(why) => {
             if why.remember() {
-                sh.cache.hit_for_miss.insert(key.clone(), sh.rule.hit_for_miss_ttl);
+                sh.cache
+                    .hit_for_miss
+                    .insert(key.clone(), sh.rule.hit_for_miss_ttl);
             }
             tracing::debug!(url = %key, reason = why.as_str(), "response not stored");
-            let result = if status.is_server_error() { FillResult::OriginError(status.as_u16()) } else { FillResult::NotStored };
+            let result = if status.is_server_error() {
+                FillResult::OriginError(status.as_u16())
+            } else {
+                FillResult::NotStored
+            };
             finish(guard, result);
             let _ = tx.send(Reply::Stream(resp, false));
             return;
@@ -388,7 +510,10 @@ async fn run_fill(
     let vary = key::vary_of(&req_headers, &parts.headers);
     let initial_age = policy::initial_age(&parts.headers, request_time, response_time);
     let (ftx, frx) = mpsc::unbounded_channel();
-    let _ = tx.send(Reply::Stream(Response::from_parts(parts, body::boxed(ChannelBody::new(frx))), true));
+    let _ = tx.send(Reply::Stream(
+        Response::from_parts(parts, body::boxed(ChannelBody::new(frx))),
+        true,
+    ));
 
     // The frames sent to the leader are the same `Bytes` as those kept: one copy in
     // memory, bounded by max_object_size until stored.
@@ -408,7 +533,9 @@ async fn run_fill(
                     if total > max {
                         // Too large after all: the client still gets everything, straight
                         // from the origin; nothing is stored.
-                        sh.cache.hit_for_miss.insert(key.clone(), sh.rule.hit_for_miss_ttl);
+                        sh.cache
+                            .hit_for_miss
+                            .insert(key.clone(), sh.rule.hit_for_miss_ttl);
                         finish(guard, FillResult::NotStored);
                         let _ = ftx.send(Chunk::Frame(frame));
                         let _ = ftx.send(Chunk::Rest(origin_body));
@@ -446,12 +573,25 @@ async fn run_fill(
 }
 
 /// Starts one background refresh of a stale entry, unless one is already running.
-fn refresh_in_background(inner: Inner, sh: &Arc<Shared>, key: &Arc<str>, req: &Request<Body>, stale: &Arc<Entry>)
-{
+fn refresh_in_background(
+    inner: Inner,
+    sh: &Arc<Shared>,
+    key: &Arc<str>,
+    req: &Request<Body>,
+    stale: &Arc<Entry>,
+) {
     if let Role::Leader(guard) = sh.cache.fills.begin(key) {
         let freq = fill_request(req, Some(stale));
         let (tx, _rx) = oneshot::channel();
-        tokio::spawn(run_fill(inner, sh.clone(), key.clone(), freq, Some(guard), Some(stale.clone()), tx));
+        tokio::spawn(run_fill(
+            inner,
+            sh.clone(),
+            key.clone(),
+            freq,
+            Some(guard),
+            Some(stale.clone()),
+            tx,
+        ));
     }
 }
 
@@ -478,32 +618,59 @@ fn surrogate_keys(h: &HeaderMap) -> Vec<Box<str>> {
 
 /// Answers from a stored entry: 304 for a matching conditional, else the response,
 /// with `Age` and `Cache-Status`. A HEAD gets the headers only.
-fn serve(sh: &Shared, e: &Entry, method: &Method, req: &HeaderMap, outcome: CacheOutcome, fwd: Option<u16>) -> Response<Body> {
+fn serve(
+    sh: &Shared,
+    e: &Entry,
+    method: &Method,
+    req: &HeaderMap,
+    outcome: CacheOutcome,
+    fwd: Option<u16>,
+) -> Response<Body> {
     let now = Instant::now();
     let ttl = e.ttl_secs(now);
     let mut resp = if e.status == StatusCode::OK && policy::not_modified(req, &e.headers) {
         // RFC 9110 §15.4.5: the fields a 200 would have sent that a cache needs.
         let mut r = Response::new(body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
-        for n in [CACHE_CONTROL, CONTENT_LOCATION, DATE, ETAG, EXPIRES, VARY, LAST_MODIFIED] {
+        for n in [
+            CACHE_CONTROL,
+            CONTENT_LOCATION,
+            DATE,
+            ETAG,
+            EXPIRES,
+            VARY,
+            LAST_MODIFIED,
+        ] {
             for v in e.headers.get_all(&n) {
                 r.headers_mut().append(n.clone(), v.clone());
             }
         }
         r
     } else {
-        let b = if method == Method::HEAD { body::empty() } else { body::full(e.body.clone()) };
+        let b = if method == Method::HEAD {
+            body::empty()
+        } else {
+            body::full(e.body.clone())
+        };
         let mut r = Response::new(b);
         *r.status_mut() = e.status;
         *r.headers_mut() = e.headers.clone();
         r
     };
-    resp.headers_mut().insert(AGE, HeaderValue::from(e.age(now).as_secs()));
+    resp.headers_mut()
+        .insert(AGE, HeaderValue::from(e.age(now).as_secs()));
     mark(sh, resp, outcome, Some(ttl), false, fwd)
 }
 
 /// Counts the outcome and sets `Cache-Status`.
-fn mark(sh: &Shared, mut resp: Response<Body>, outcome: CacheOutcome, ttl: Option<i64>, stored: bool, fwd: Option<u16>) -> Response<Body> {
+fn mark(
+    sh: &Shared,
+    mut resp: Response<Body>,
+    outcome: CacheOutcome,
+    ttl: Option<i64>,
+    stored: bool,
+    fwd: Option<u16>,
+) -> Response<Body> {
     sh.lookups[outcome.result_index()].inc();
     if let Ok(v) = HeaderValue::from_str(&outcome.cache_status(ttl, stored, fwd)) {
         resp.headers_mut().insert(&CACHE_STATUS, v);

@@ -84,7 +84,11 @@ impl Entry {
     }
 
     fn weight(&self) -> usize {
-        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .sum();
         self.body.len() + headers + self.url.len() + ENTRY_OVERHEAD
     }
 
@@ -100,11 +104,22 @@ pub struct Variants(pub Vec<Arc<Entry>>);
 struct ByLifetime;
 
 impl Expiry<Arc<str>, Arc<Variants>> for ByLifetime {
-    fn expire_after_create(&self, _k: &Arc<str>, v: &Arc<Variants>, now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _k: &Arc<str>,
+        v: &Arc<Variants>,
+        now: Instant,
+    ) -> Option<Duration> {
         v.0.iter().map(|e| e.expires_in(now)).max()
     }
 
-    fn expire_after_update(&self, _k: &Arc<str>, v: &Arc<Variants>, now: Instant, _d: Option<Duration>) -> Option<Duration> {
+    fn expire_after_update(
+        &self,
+        _k: &Arc<str>,
+        v: &Arc<Variants>,
+        now: Instant,
+        _d: Option<Duration>,
+    ) -> Option<Duration> {
         v.0.iter().map(|e| e.expires_in(now)).max()
     }
 }
@@ -130,7 +145,12 @@ impl Store {
         let cache = Cache::builder()
             .max_capacity(capacity)
             // moka weighs in u32: clamp (never stored anyway: max_object_size < capacity).
-            .weigher(|_k: &Arc<str>, v: &Arc<Variants>| v.0.iter().map(|e| e.weight()).sum::<usize>().min(u32::MAX as usize) as u32)
+            .weigher(|_k: &Arc<str>, v: &Arc<Variants>| {
+                v.0.iter()
+                    .map(|e| e.weight())
+                    .sum::<usize>()
+                    .min(u32::MAX as usize) as u32
+            })
             .expire_after(ByLifetime)
             .eviction_listener(move |_k, _v, cause| {
                 if cause == RemovalCause::Size {
@@ -149,7 +169,10 @@ impl Store {
                 other_variants: false,
             },
             Some(vs) => {
-                let entry = vs.0.iter().find(|e| key::vary_matches(&e.vary, req)).cloned();
+                let entry =
+                    vs.0.iter()
+                        .find(|e| key::vary_matches(&e.vary, req))
+                        .cloned();
                 Lookup {
                     other_variants: entry.is_none() && !vs.0.is_empty(),
                     entry,
@@ -162,7 +185,12 @@ impl Store {
     pub fn insert(&self, entry: Arc<Entry>) {
         let key = entry.url.clone();
         let mut list: Vec<Arc<Entry>> = match self.cache.get(&key) {
-            Some(vs) => vs.0.iter().filter(|e| e.vary != entry.vary).cloned().collect(),
+            Some(vs) => {
+                vs.0.iter()
+                    .filter(|e| e.vary != entry.vary)
+                    .cloned()
+                    .collect()
+            }
             None => Vec::new(),
         };
         // Variants stored under another Vary list are outdated by this response (§4.1).
@@ -185,7 +213,12 @@ impl Store {
     /// A scan rather than an index: purges are rare admin actions, a scan of even a
     /// full store takes milliseconds, and it cannot drift from the store or grow.
     pub fn purge_prefix(&self, prefix: &str) -> usize {
-        let keys: Vec<Arc<str>> = self.cache.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, _)| Arc::clone(&*k)).collect();
+        let keys: Vec<Arc<str>> = self
+            .cache
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| Arc::clone(&*k))
+            .collect();
         keys.iter().filter(|k| self.invalidate(k)).count()
     }
 
@@ -194,7 +227,10 @@ impl Store {
         let keys: Vec<Arc<str>> = self
             .cache
             .iter()
-            .filter(|(_, v)| v.0.iter().any(|e| e.surrogate_keys.iter().any(|s| &**s == sk)))
+            .filter(|(_, v)| {
+                v.0.iter()
+                    .any(|e| e.surrogate_keys.iter().any(|s| &**s == sk))
+            })
             .map(|(k, _)| Arc::clone(&*k))
             .collect();
         keys.iter().filter(|k| self.invalidate(k)).count()

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 1 ms to 30 s: a cache hit is sub-millisecond, a queued request
@@ -64,7 +64,10 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("floodgate_requests_total", "Requests answered, by route and status class"),
+            Opts::new(
+                "floodgate_requests_total",
+                "Requests answered, by route and status class",
+            ),
             &["route", "status_class"],
         )
         .expect("valid metric");
@@ -78,7 +81,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let upstream_requests = IntCounterVec::new(
-            Opts::new("floodgate_upstream_requests_total", "Requests sent to an upstream"),
+            Opts::new(
+                "floodgate_upstream_requests_total",
+                "Requests sent to an upstream",
+            ),
             &["upstream"],
         )
         .expect("valid metric");
@@ -91,16 +97,24 @@ impl Metrics {
         )
         .expect("valid metric");
         let upstream_in_flight = IntGaugeVec::new(
-            Opts::new("floodgate_upstream_in_flight", "Requests in flight to an upstream"),
+            Opts::new(
+                "floodgate_upstream_in_flight",
+                "Requests in flight to an upstream",
+            ),
             &["upstream"],
         )
         .expect("valid metric");
         let connections_open =
-            IntGauge::new("floodgate_connections_open", "Client connections open now").expect("valid metric");
+            IntGauge::new("floodgate_connections_open", "Client connections open now")
+                .expect("valid metric");
         let connections_total =
-            IntCounter::new("floodgate_connections_total", "Client connections accepted").expect("valid metric");
+            IntCounter::new("floodgate_connections_total", "Client connections accepted")
+                .expect("valid metric");
         let config_reloads = IntCounterVec::new(
-            Opts::new("floodgate_config_reloads_total", "Config reloads, by result"),
+            Opts::new(
+                "floodgate_config_reloads_total",
+                "Config reloads, by result",
+            ),
             &["result"],
         )
         .expect("valid metric");
@@ -113,8 +127,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let cache_size_bytes =
-            IntGauge::new("floodgate_cache_size_bytes", "Bytes held by the HTTP cache").expect("valid metric");
-        let cache_entries = IntGauge::new("floodgate_cache_entries", "URLs held by the HTTP cache").expect("valid metric");
+            IntGauge::new("floodgate_cache_size_bytes", "Bytes held by the HTTP cache")
+                .expect("valid metric");
+        let cache_entries = IntGauge::new("floodgate_cache_entries", "URLs held by the HTTP cache")
+            .expect("valid metric");
         let cache_evictions = IntCounter::new(
             "floodgate_cache_evictions_total",
             "Cached URLs evicted to make room (not counting expiry or purge)",
@@ -180,9 +196,15 @@ impl Metrics {
         UpstreamMetrics {
             requests: self.upstream_requests.with_label_values(&[upstream]),
             in_flight: self.upstream_in_flight.with_label_values(&[upstream]),
-            connect_errors: self.upstream_errors.with_label_values(&[upstream, "connect"]),
-            timeouts: self.upstream_errors.with_label_values(&[upstream, "timeout"]),
-            other_errors: self.upstream_errors.with_label_values(&[upstream, "protocol"]),
+            connect_errors: self
+                .upstream_errors
+                .with_label_values(&[upstream, "connect"]),
+            timeouts: self
+                .upstream_errors
+                .with_label_values(&[upstream, "timeout"]),
+            other_errors: self
+                .upstream_errors
+                .with_label_values(&[upstream, "protocol"]),
         }
     }
 

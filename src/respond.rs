@@ -16,7 +16,9 @@ pub fn status(err: &GatewayError) -> StatusCode {
         GatewayError::NoRoute => StatusCode::NOT_FOUND,
         GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
         GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+        GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamProtocol { .. } => {
+            StatusCode::BAD_GATEWAY
+        }
         GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
     }
@@ -49,7 +51,14 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
         });
         ("application/json", format!("{v}\n"))
     } else {
-        ("text/plain; charset=utf-8", format!("{} {}: {message}\n", status.as_u16(), status.canonical_reason().unwrap_or("")))
+        (
+            "text/plain; charset=utf-8",
+            format!(
+                "{} {}: {message}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            ),
+        )
     };
     let mut resp = Response::new(body::full(text));
     *resp.status_mut() = status;

@@ -26,9 +26,19 @@ use crate::upstream::{Upstream, UpstreamService};
 pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, GatewayError>;
 
 /// Builds the stack for one route, outermost stage first.
-pub fn route_stack(route: &RouteConfig, upstream: Arc<Upstream>, cache: &Arc<HttpCache>, metrics: &Metrics) -> RouteService {
+pub fn route_stack(
+    route: &RouteConfig,
+    upstream: Arc<Upstream>,
+    cache: &Arc<HttpCache>,
+    metrics: &Metrics,
+) -> RouteService {
     let svc = ServiceBuilder::new()
-        .option_layer(route.cache.clone().map(|rule| CacheLayer::new(&route.name, rule, cache.clone(), metrics)))
+        .option_layer(
+            route
+                .cache
+                .clone()
+                .map(|rule| CacheLayer::new(&route.name, rule, cache.clone(), metrics)),
+        )
         .service(UpstreamService::new(upstream));
     BoxCloneSyncService::new(svc)
 }

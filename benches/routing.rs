@@ -18,6 +18,7 @@ fn portal(sites: usize) -> Vec<RouteConfig> {
                 path_prefix: prefix.into(),
                 upstream: 0,
                 priority: Vec::new(),
+                cache: None,
             });
         }
     }

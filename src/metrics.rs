@@ -59,6 +59,18 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     /// `floodgate_upstream_ejections_total{upstream}`: servers ejected by passive checks.
     pub upstream_ejections: IntCounterVec,
+    /// `floodgate_cache_lookups_total{route,result}`.
+    pub cache_lookups: IntCounterVec,
+    /// `floodgate_cache_size_bytes`.
+    pub cache_size_bytes: IntGauge,
+    /// `floodgate_cache_entries`.
+    pub cache_entries: IntGauge,
+    /// `floodgate_cache_evictions_total`.
+    pub cache_evictions: IntCounter,
+    /// `floodgate_cache_fills_in_flight`.
+    pub cache_fills_in_flight: IntGauge,
+    /// `floodgate_cache_hit_for_miss_entries`.
+    pub cache_hit_for_miss_entries: IntGauge,
 }
 
 impl Metrics {
@@ -188,6 +200,34 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
+        let cache_lookups = IntCounterVec::new(
+            Opts::new(
+                "floodgate_cache_lookups_total",
+                "Requests on cached routes, by result (hit, miss, stale, bypass, coalesced)",
+            ),
+            &["route", "result"],
+        )
+        .expect("valid metric");
+        let cache_size_bytes =
+            IntGauge::new("floodgate_cache_size_bytes", "Bytes held by the HTTP cache")
+                .expect("valid metric");
+        let cache_entries = IntGauge::new("floodgate_cache_entries", "URLs held by the HTTP cache")
+            .expect("valid metric");
+        let cache_evictions = IntCounter::new(
+            "floodgate_cache_evictions_total",
+            "Cached URLs evicted to make room (not counting expiry or purge)",
+        )
+        .expect("valid metric");
+        let cache_fills_in_flight = IntGauge::new(
+            "floodgate_cache_fills_in_flight",
+            "Cache fills (coalesced origin fetches) in flight",
+        )
+        .expect("valid metric");
+        let cache_hit_for_miss_entries = IntGauge::new(
+            "floodgate_cache_hit_for_miss_entries",
+            "URLs remembered as uncacheable (hit-for-miss)",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -197,6 +237,12 @@ impl Metrics {
             Box::new(connections_open.clone()),
             Box::new(connections_total.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(cache_lookups.clone()),
+            Box::new(cache_size_bytes.clone()),
+            Box::new(cache_entries.clone()),
+            Box::new(cache_evictions.clone()),
+            Box::new(cache_fills_in_flight.clone()),
+            Box::new(cache_hit_for_miss_entries.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -217,6 +263,12 @@ impl Metrics {
             upstream_server_healthy,
             upstream_retries,
             upstream_ejections,
+            cache_lookups,
+            cache_size_bytes,
+            cache_entries,
+            cache_evictions,
+            cache_fills_in_flight,
+            cache_hit_for_miss_entries,
         })
     }
 

@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use tower::Service;
 
 use crate::body::{self, Body, BodyGuard, Guarded};
+use crate::cache::HttpCache;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::forwarding;
@@ -65,6 +66,8 @@ pub struct Compiled {
     pub via: HeaderValue,
     /// Metrics for requests no route matched.
     pub unrouted: RouteMetrics,
+    /// The process-wide HTTP cache, shared by every route and kept across reloads.
+    pub cache: Arc<HttpCache>,
 }
 
 impl Compiled {
@@ -73,6 +76,11 @@ impl Compiled {
     /// `previous` is the config being replaced on a reload: state whose rule did not
     /// change (limiter buckets, cached pages, waiting lines) is carried over from it.
     pub fn build(config: Config, metrics: &Metrics, previous: Option<&Compiled>) -> Self {
+        // The store survives a reload unless its size changed (moka cannot resize).
+        let cache = match previous {
+            Some(p) if p.cache.settings == config.cache => p.cache.clone(),
+            _ => HttpCache::new(&config.cache, metrics),
+        };
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -86,7 +94,7 @@ impl Compiled {
             .iter()
             .map(|r| Route {
                 name: r.name.as_str().into(),
-                service: route_stack(r, upstreams[r.upstream].clone()),
+                service: route_stack(r, upstreams[r.upstream].clone(), &cache, metrics),
                 metrics: metrics.route(&r.name),
                 upstream: upstreams[r.upstream].name().into(),
             })
@@ -99,6 +107,7 @@ impl Compiled {
             upstreams,
             via,
             unrouted: metrics.route("_unrouted"),
+            cache,
             config: Arc::new(config),
         }
     }

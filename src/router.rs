@@ -121,6 +121,7 @@ mod tests {
             path_prefix: prefix.into(),
             upstream: 0,
             priority: Vec::new(),
+            cache: None,
         }
     }
 

@@ -79,6 +79,20 @@ pub struct ShopStats {
     pub upload_bytes: AtomicU64,
     /// `/__shop/stream` answers whose last chunk has been sent.
     pub streams_done: AtomicU64,
+    /// Requests received per path (cache tests count origin fetches with it).
+    pub per_path: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+}
+
+impl ShopStats {
+    /// Requests received for one path (without the query).
+    pub fn path_count(&self, path: &str) -> u64 {
+        self.per_path
+            .lock()
+            .expect("stats lock")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 impl ShopStats {
@@ -211,6 +225,13 @@ async fn handle(shop: Arc<Shop>, req: Request<Incoming>) -> Result<Response<Shop
     shop.stats.received.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    {
+        // Bounded: the test shop never sees more than a few thousand distinct paths.
+        let mut per_path = shop.stats.per_path.lock().expect("stats lock");
+        if per_path.len() < 10_000 || per_path.contains_key(&path) {
+            *per_path.entry(path.clone()).or_default() += 1;
+        }
+    }
     // Paths that cost the shop nothing and do not count as load.
     match (&method, path.as_str()) {
         (&Method::GET, "/fast") => return Ok(reply(StatusCode::OK, "text/plain", "ok\n")),
@@ -231,6 +252,7 @@ async fn handle(shop: Arc<Shop>, req: Request<Incoming>) -> Result<Response<Shop
         (&Method::GET, "/__shop/stream") => {
             return Ok(stream(&shop.stats, req.uri().query().unwrap_or("")))
         }
+        (_, p) if p.starts_with("/__shop/cache/") => return Ok(cache_test_page(&shop, req).await),
         _ => {}
     }
 
@@ -494,4 +516,121 @@ fn html_escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+// === Cache test endpoints ===
+//
+// Origin behaviours the cache tests need, each under `/__shop/cache/`, answering any
+// method with a body that says how many times the path was requested (`n=3`), so a
+// test can tell a stored copy from a fresh one.
+//
+// | path | what |
+// |---|---|
+// | `/__shop/cache/cc?value=V` | `Cache-Control: V` (`+` for space); `&cookie=1` adds Set-Cookie, `&etag=1` an ETag (and answers a matching If-None-Match with 304), `&sk=K` a Surrogate-Key, `&ms=N` waits N ms, `&fail_after=N` answers 503 from the N+1th request on |
+// | `/__shop/cache/vary` | `Vary: Accept-Encoding`, `max-age=60`, body names the encoding asked for |
+// | `/__shop/cache/big?bytes=N` | `max-age=60`, a body of N bytes |
+// | `/__shop/cache/fail` | 503, `no-store` |
+
+async fn cache_test_page(shop: &Shop, req: Request<Incoming>) -> Response<ShopBody> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let n = shop.stats.path_count(&path);
+    let q = |name: &str| {
+        query_param(&query, name).map(|v| {
+            v.replace('+', " ")
+                .replace("%3D", "=")
+                .replace("%2C", ",")
+                .replace("%20", " ")
+        })
+    };
+    if let Some(ms) = q("ms").and_then(|v| v.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut r = match path.as_str() {
+        "/__shop/cache/vary" => {
+            let enc = req
+                .headers()
+                .get("accept-encoding")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_string();
+            let mut r = reply(StatusCode::OK, "text/plain", format!("n={n} enc={enc}"));
+            r.headers_mut()
+                .insert("vary", HeaderValue::from_static("Accept-Encoding"));
+            r.headers_mut().insert(
+                CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=60"),
+            );
+            r
+        }
+        "/__shop/cache/big" => {
+            let bytes = q("bytes")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(1 << 20);
+            let mut r = reply(
+                StatusCode::OK,
+                "application/octet-stream",
+                vec![b'x'; bytes],
+            );
+            r.headers_mut().insert(
+                CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=60"),
+            );
+            r
+        }
+        "/__shop/cache/fail" => {
+            let mut r = reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("n={n} failing"),
+            );
+            r.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        _ => {
+            let etag = HeaderValue::from_static("\"cc-v1\"");
+            if q("etag").is_some() && req.headers().get(http::header::IF_NONE_MATCH) == Some(&etag)
+            {
+                let mut r = reply(StatusCode::NOT_MODIFIED, "text/plain", Bytes::new());
+                r.headers_mut().insert(ETAG, etag);
+                if let Some(v) = q("value").and_then(|v| HeaderValue::from_str(&v).ok()) {
+                    r.headers_mut().insert(CACHE_CONTROL, v);
+                }
+                return r;
+            }
+            if q("fail_after")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|f| n > f)
+            {
+                return reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("n={n} failing"),
+                );
+            }
+            let mut r = reply(StatusCode::OK, "text/plain", format!("n={n}"));
+            let h = r.headers_mut();
+            if let Some(v) = q("value").and_then(|v| HeaderValue::from_str(&v).ok()) {
+                h.insert(CACHE_CONTROL, v);
+            }
+            if q("cookie").is_some() {
+                h.insert(
+                    SET_COOKIE,
+                    HeaderValue::from_str(&format!("session=user{n}; Path=/")).expect("valid"),
+                );
+            }
+            if q("etag").is_some() {
+                h.insert(ETAG, etag);
+            }
+            if let Some(k) = q("sk").and_then(|v| HeaderValue::from_str(&v).ok()) {
+                h.insert("surrogate-key", k);
+            }
+            r
+        }
+    };
+    if req.method() == Method::HEAD {
+        *r.body_mut() = Full::new(Bytes::new()).boxed();
+    }
+    r
 }

@@ -17,15 +17,22 @@ use tower::ServiceBuilder;
 
 use crate::admission::AdmissionLayer;
 use crate::body::Body;
+use crate::cache::{CacheLayer, HttpCache};
 use crate::config::RouteConfig;
 use crate::error::GatewayError;
+use crate::metrics::Metrics;
 use crate::upstream::{Upstream, UpstreamService};
 
 /// A route's whole stack as one cloneable service.
 pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, GatewayError>;
 
 /// Builds the stack for one route, outermost stage first.
-pub fn route_stack(route: &RouteConfig, upstream: Arc<Upstream>) -> RouteService {
+pub fn route_stack(
+    route: &RouteConfig,
+    upstream: Arc<Upstream>,
+    cache: &Arc<HttpCache>,
+    metrics: &Metrics,
+) -> RouteService {
     let admission = AdmissionLayer::new(
         upstream.admission.clone(),
         &route.priority,
@@ -33,6 +40,12 @@ pub fn route_stack(route: &RouteConfig, upstream: Arc<Upstream>) -> RouteService
         upstream.name(),
     );
     let svc = ServiceBuilder::new()
+        .option_layer(
+            route
+                .cache
+                .clone()
+                .map(|rule| CacheLayer::new(&route.name, rule, cache.clone(), metrics)),
+        )
         .layer(admission)
         .service(UpstreamService::new(upstream));
     BoxCloneSyncService::new(svc)

@@ -134,9 +134,67 @@ async fn answer(
                 ),
             ),
         },
+        (&Method::POST, "/admin/cache/purge") => purge(&state, req).await,
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     };
     Ok(resp)
+}
+
+/// A purge request body: exactly one of the three.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    url: Option<String>,
+    prefix: Option<String>,
+    surrogate_key: Option<String>,
+}
+
+/// A purge body is a line of JSON; anything bigger is a mistake.
+const MAX_PURGE_BODY: usize = 64 * 1024;
+
+/// `POST /admin/cache/purge` with `{"url": …}`, `{"prefix": …}` or `{"surrogate_key": …}`.
+async fn purge(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let bad = |m: String| {
+        text(
+            StatusCode::BAD_REQUEST,
+            "application/json",
+            format!("{}\n", serde_json::json!({"error": m})),
+        )
+    };
+    let bytes = match http_body_util::Limited::new(req.into_body(), MAX_PURGE_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return bad(format!("cannot read body: {e}")),
+    };
+    let p: PurgeRequest = match serde_json::from_slice(&bytes) {
+        Ok(p) => p,
+        Err(e) => {
+            return bad(format!(
+                "expected {{\"url\"|\"prefix\"|\"surrogate_key\": \"...\"}}: {e}"
+            ))
+        }
+    };
+    let cache = state.shared.current.load().cache.clone();
+    let purged = match (p.url, p.prefix, p.surrogate_key) {
+        (Some(u), None, None) => cache.purge_url(&u),
+        (None, Some(pre), None) => cache.purge_prefix(&pre),
+        (None, None, Some(k)) => Some(cache.purge_surrogate_key(&k)),
+        _ => return bad("give exactly one of url, prefix, surrogate_key".into()),
+    };
+    match purged {
+        Some(n) => {
+            tracing::info!(purged = n, "cache purge");
+            text(
+                StatusCode::OK,
+                "application/json",
+                format!("{}\n", serde_json::json!({"purged": n})),
+            )
+        }
+        None => bad("not an absolute URL like \"http://shop.example.com/path\"".into()),
+    }
 }
 
 /// Reloads the config file: compiles it, swaps it in, and says what changed.

@@ -72,6 +72,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// Routes in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[cache]`: the process-wide HTTP cache store.
+    pub cache: crate::cache::config::CacheSettings,
 }
 
 /// `[server]`, compiled.
@@ -198,6 +200,8 @@ pub struct RouteConfig {
     pub upstream: usize,
     /// Admission priority rules, first match wins; no match is `normal`.
     pub priority: Vec<crate::admission::PriorityRule>,
+    /// The route's cache rule; `None` when the route does not cache.
+    pub cache: Option<crate::cache::config::CacheRule>,
 }
 
 /// One problem in a config file, with the key it concerns.
@@ -336,6 +340,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
     let mut p = Problems::default();
     let server = compile_server(&raw.server, &mut p);
     let log = compile_log(&raw.log, &mut p);
+    let cache_settings = crate::cache::config::compile_settings(raw.cache.as_ref(), &mut p.0);
 
     let mut upstreams = Vec::with_capacity(raw.upstream.len());
     let mut upstream_names = HashSet::new();
@@ -430,12 +435,14 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
                 "rate limiting is not available in this build yet",
             );
         }
-        if r.cache.is_some() {
-            p.add(
-                format!("{key}.cache"),
-                "caching is not available in this build yet",
-            );
-        }
+        let cache = r.cache.as_ref().and_then(|c| {
+            crate::cache::config::compile_rule(
+                &format!("{key}.cache"),
+                c,
+                &cache_settings,
+                &mut p.0,
+            )
+        });
         if let Some(room) = &r.waiting_room {
             if !room_names.contains(room) {
                 p.add(
@@ -451,6 +458,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             path_prefix,
             upstream,
             priority,
+            cache,
         });
     }
     for (i, _) in raw.waiting_room.iter().enumerate() {
@@ -470,6 +478,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             log,
             upstreams,
             routes,
+            cache: cache_settings,
         })
     } else {
         Err(p.0)

@@ -22,6 +22,8 @@ pub struct RawConfig {
     pub waiting_room: Vec<toml::Table>,
     #[serde(default)]
     pub state: Option<toml::Table>,
+    /// `[cache]`: the process-wide HTTP cache store.
+    pub cache: Option<crate::cache::config::RawCacheSettings>,
 }
 
 /// One address or a list of them.
@@ -106,7 +108,7 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     #[serde(default)]
     pub rate_limits: Vec<toml::Table>,
-    pub cache: Option<toml::Table>,
+    pub cache: Option<crate::cache::config::RawRouteCache>,
     pub waiting_room: Option<String>,
     #[serde(default)]
     pub priority: Vec<super::admission::RawPriorityRule>,

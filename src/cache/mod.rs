@@ -1,0 +1,153 @@
+//! The shared HTTP cache (RFC 9111 as a shared cache), one tower layer per route over
+//! one process-wide store.
+//!
+//! ```text
+//!  request ──► key (scheme, host, path?query; Vary) ──► store (moka, bytes-weighed)
+//!                 │ fresh: serve (304 for a matching conditional), Age, Cache-Status
+//!                 │ stale within stale-while-revalidate: serve, one background refresh
+//!                 │ missing/stale: join or lead the URL's fill (coalescing)
+//!                 ▼
+//!           fill task (detached): GET to the origin with stored validators,
+//!           stream to the leader while accumulating ≤ max_object_size, then store
+//!           and wake the waiters; origin error → stale-if-error
+//! ```
+//!
+//! Parts: [`config`] (keys), [`policy`] (storability, freshness, age, conditionals),
+//! [`key`] (primary and `Vary` keys), [`store`] (moka, purge), [`coalesce`] (fills in
+//! flight), [`service`] (the layer), [`outcome`] (what happened, for `Cache-Status`,
+//! metrics and logs).
+
+pub mod body;
+pub mod coalesce;
+pub mod config;
+pub mod key;
+pub mod outcome;
+pub mod policy;
+pub mod service;
+pub mod store;
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+use moka::Expiry;
+
+pub use config::{CacheRule, CacheSettings};
+pub use outcome::CacheOutcome;
+pub use service::{CacheLayer, CacheService};
+
+use crate::metrics::Metrics;
+use coalesce::Fills;
+use store::Store;
+
+/// URLs remembered as uncacheable, at most: each costs its key, and forgetting one
+/// early only means one more coalesced wait.
+pub const MAX_HIT_FOR_MISS: u64 = 100_000;
+/// How often pending moka evictions are applied and the size gauges refreshed:
+/// eviction is lazy and the weighted size can overshoot between runs (moka#408).
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+struct TtlFromValue;
+
+impl Expiry<Arc<str>, Duration> for TtlFromValue {
+    fn expire_after_create(
+        &self,
+        _k: &Arc<str>,
+        ttl: &Duration,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(*ttl)
+    }
+}
+
+/// The process's cache: the store, the fills in flight, the hit-for-miss memory.
+///
+/// Built once and carried across reloads (see [`crate::proxy::Compiled::build`]).
+pub struct HttpCache {
+    /// The settings it was built with.
+    pub settings: CacheSettings,
+    /// Stored responses.
+    pub store: Store,
+    /// Fills in flight.
+    pub fills: Arc<Fills>,
+    /// URLs recently found uncacheable, with how long to remember each.
+    pub hit_for_miss: Cache<Arc<str>, Duration>,
+    size_bytes: prometheus::IntGauge,
+    entries: prometheus::IntGauge,
+    hfm_entries: prometheus::IntGauge,
+}
+
+impl HttpCache {
+    /// A cache with `settings`, reporting into the process's metric families. Starts a
+    /// sweeper on the current tokio runtime when there is one.
+    pub fn new(settings: &CacheSettings, metrics: &Metrics) -> Arc<Self> {
+        let cache = Arc::new(HttpCache {
+            settings: settings.clone(),
+            store: Store::new(settings.capacity, metrics.cache_evictions.clone()),
+            fills: Fills::new(metrics.cache_fills_in_flight.clone()),
+            hit_for_miss: Cache::builder()
+                .max_capacity(MAX_HIT_FOR_MISS)
+                .expire_after(TtlFromValue)
+                .build(),
+            size_bytes: metrics.cache_size_bytes.clone(),
+            entries: metrics.cache_entries.clone(),
+            hfm_entries: metrics.cache_hit_for_miss_entries.clone(),
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let weak: Weak<HttpCache> = Arc::downgrade(&cache);
+            rt.spawn(async move {
+                let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    let Some(c) = weak.upgrade() else { return };
+                    c.sweep();
+                }
+            });
+        }
+        cache
+    }
+
+    /// Applies pending evictions and refreshes the gauges.
+    pub fn sweep(&self) {
+        let (bytes, n) = self.store.sync();
+        self.hit_for_miss.run_pending_tasks();
+        self.size_bytes.set(bytes as i64);
+        self.entries.set(n as i64);
+        self.hfm_entries.set(self.hit_for_miss.entry_count() as i64);
+    }
+
+    /// Applies pending store maintenance and refreshes the gauges. Called after
+    /// fills and invalidations, which are rare next to hits, so its cost stays off
+    /// the hit path.
+    pub fn update_gauges(&self) {
+        let (bytes, n) = self.store.sync();
+        self.size_bytes.set(bytes as i64);
+        self.entries.set(n as i64);
+    }
+
+    /// Purges one URL (`http://host/path?query`); returns how many URLs went.
+    pub fn purge_url(&self, url: &str) -> Option<usize> {
+        let k = key::from_url(url)?;
+        self.hit_for_miss.invalidate(k.as_str());
+        let n = self.store.invalidate(&k) as usize;
+        self.sweep();
+        Some(n)
+    }
+
+    /// Purges every URL starting with a prefix (`http://host/products/`).
+    pub fn purge_prefix(&self, prefix: &str) -> Option<usize> {
+        // A bare `http://host` becomes `http://host/`: every key of that host, and
+        // not `http://hostname.other`.
+        let k = key::from_url(prefix)?;
+        let n = self.store.purge_prefix(&k);
+        self.sweep();
+        Some(n)
+    }
+
+    /// Purges every URL whose response carried the surrogate key.
+    pub fn purge_surrogate_key(&self, sk: &str) -> usize {
+        let n = self.store.purge_surrogate(sk);
+        self.sweep();
+        n
+    }
+}

@@ -10,7 +10,11 @@ use crate::shop::{self, ShopProfile};
 pub const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
 /// Starts the shop and the gateway, prints where to look, serves until Ctrl-C.
-pub async fn run(listen: SocketAddr, admin: SocketAddr, profile: ShopProfile) -> anyhow::Result<()> {
+pub async fn run(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    profile: ShopProfile,
+) -> anyhow::Result<()> {
     let shop = shop::start("127.0.0.1:0".parse()?, profile).await?;
     let text = DEMO_CONFIG
         .replace("{shop}", &shop.addr.to_string())
@@ -30,7 +34,10 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr, profile: ShopProfile) ->
     println!("  a product page (cached):   http://{a}/products/1");
     println!("  the cart (private):        http://{a}/cart");
     println!("  metrics:                   http://{m}/metrics");
-    println!("  the shop directly:         http://{}/  (capacity {} at once, {:?} per request)", shop.addr, profile.capacity, profile.latency);
+    println!(
+        "  the shop directly:         http://{}/  (capacity {} at once, {:?} per request)",
+        shop.addr, profile.capacity, profile.latency
+    );
     println!();
     println!("Try:  wrk -t2 -c50 -d10s http://{a}/products/1");
     println!("Stop with Ctrl-C.");

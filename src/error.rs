@@ -38,6 +38,12 @@ pub enum GatewayError {
         /// What hyper said.
         detail: String,
     },
+    /// Over a rate limit of the route.
+    #[error("{0}")]
+    RateLimited(Box<crate::rate_limit::RateLimited>),
+    /// The client address is on the route's deny list.
+    #[error("this client address is not allowed on this site")]
+    Denied,
     /// The gateway is shutting down and takes no new requests on this connection.
     #[error("shutting down")]
     ShuttingDown,
@@ -54,6 +60,8 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::UpstreamProtocol { .. } => "upstream_protocol",
             GatewayError::ShuttingDown => "shutting_down",
+            GatewayError::RateLimited(_) => "rate_limited",
+            GatewayError::Denied => "denied",
         }
     }
 }

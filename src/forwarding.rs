@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE, VIA};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE, VIA,
+};
 use http::HeaderMap;
 use ipnet::IpNet;
 
@@ -31,7 +33,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         let mut named: Vec<HeaderName> = Vec::new();
         for v in std::iter::once(&conn).chain(headers.get_all(CONNECTION).iter()) {
             if let Ok(s) = v.to_str() {
-                named.extend(s.split(',').filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()));
+                named.extend(
+                    s.split(',')
+                        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok()),
+                );
             }
         }
         headers.remove(CONNECTION);
@@ -94,11 +99,21 @@ fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
 /// `X-Forwarded-For` always gets the peer appended (what nginx's
 /// `$proxy_add_x_forwarded_for` does); `-Proto` and `-Host` from a trusted proxy are
 /// kept, from anyone else overwritten with what this gateway saw.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, peer_trusted: bool, scheme: &'static str, host: Option<&HeaderValue>) {
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+    scheme: &'static str,
+    host: Option<&HeaderValue>,
+) {
     let peer_s = peer.to_string();
     let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.trim().is_empty() => {
-            let all: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+            let all: Vec<&str> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
             format!("{}, {peer_s}", all.join(", "))
         }
         _ => peer_s,
@@ -164,7 +179,10 @@ mod tests {
     fn hm(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -188,9 +206,15 @@ mod tests {
     fn the_client_is_the_rightmost_untrusted_address_behind_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = hm(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7")]);
-        assert_eq!(client_ip("10.0.0.1".parse().unwrap(), &h, &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip("10.0.0.1".parse().unwrap(), &h, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
         // An untrusted peer's header is ignored for the client address.
-        assert_eq!(client_ip("8.8.8.8".parse().unwrap(), &h, &trusted), "8.8.8.8".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip("8.8.8.8".parse().unwrap(), &h, &trusted),
+            "8.8.8.8".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

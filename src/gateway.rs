@@ -52,7 +52,10 @@ impl Gateway {
     }
 
     /// Like [`Gateway::start`], with metric families the caller already owns.
-    pub async fn start_with_metrics(config: Config, metrics: Arc<Metrics>) -> Result<Gateway, StartError> {
+    pub async fn start_with_metrics(
+        config: Config,
+        metrics: Arc<Metrics>,
+    ) -> Result<Gateway, StartError> {
         let server_cfg = Arc::new(config.server.clone());
         let grace = server_cfg.shutdown_grace;
         let source: Option<PathBuf> = config.source.clone();
@@ -67,11 +70,16 @@ impl Gateway {
 
         let mut listeners = Vec::new();
         for addr in &server_cfg.listen {
-            let l = server::bind(*addr).map_err(|source| StartError::Bind { addr: *addr, source })?;
+            let l = server::bind(*addr).map_err(|source| StartError::Bind {
+                addr: *addr,
+                source,
+            })?;
             listeners.push(l);
         }
         let admin_listener = match server_cfg.admin_listen {
-            Some(addr) => Some(server::bind(addr).map_err(|source| StartError::Bind { addr, source })?),
+            Some(addr) => {
+                Some(server::bind(addr).map_err(|source| StartError::Bind { addr, source })?)
+            }
             None => None,
         };
 

@@ -88,7 +88,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let format = if json_logs { LogFormat::Json } else { cfg.log.format };
+            let format = if json_logs {
+                LogFormat::Json
+            } else {
+                cfg.log.format
+            };
             floodgate::logging::init(format, &cfg.log.level);
             runtime().block_on(run(cfg))
         }

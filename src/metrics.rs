@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 1 ms to 30 s: a cache hit is sub-millisecond, a queued request
@@ -45,6 +45,8 @@ pub struct Metrics {
     pub connections_total: IntCounter,
     /// `floodgate_config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
+    /// Rate limit families (`floodgate_rate_limited_total` and friends).
+    pub rate_limit: crate::rate_limit::RateLimitMetrics,
 }
 
 impl Metrics {
@@ -52,7 +54,10 @@ impl Metrics {
     pub fn new() -> Arc<Self> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("floodgate_requests_total", "Requests answered, by route and status class"),
+            Opts::new(
+                "floodgate_requests_total",
+                "Requests answered, by route and status class",
+            ),
             &["route", "status_class"],
         )
         .expect("valid metric");
@@ -66,7 +71,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let upstream_requests = IntCounterVec::new(
-            Opts::new("floodgate_upstream_requests_total", "Requests sent to an upstream"),
+            Opts::new(
+                "floodgate_upstream_requests_total",
+                "Requests sent to an upstream",
+            ),
             &["upstream"],
         )
         .expect("valid metric");
@@ -79,16 +87,24 @@ impl Metrics {
         )
         .expect("valid metric");
         let upstream_in_flight = IntGaugeVec::new(
-            Opts::new("floodgate_upstream_in_flight", "Requests in flight to an upstream"),
+            Opts::new(
+                "floodgate_upstream_in_flight",
+                "Requests in flight to an upstream",
+            ),
             &["upstream"],
         )
         .expect("valid metric");
         let connections_open =
-            IntGauge::new("floodgate_connections_open", "Client connections open now").expect("valid metric");
+            IntGauge::new("floodgate_connections_open", "Client connections open now")
+                .expect("valid metric");
         let connections_total =
-            IntCounter::new("floodgate_connections_total", "Client connections accepted").expect("valid metric");
+            IntCounter::new("floodgate_connections_total", "Client connections accepted")
+                .expect("valid metric");
         let config_reloads = IntCounterVec::new(
-            Opts::new("floodgate_config_reloads_total", "Config reloads, by result"),
+            Opts::new(
+                "floodgate_config_reloads_total",
+                "Config reloads, by result",
+            ),
             &["result"],
         )
         .expect("valid metric");
@@ -104,7 +120,9 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
+        let rate_limit = crate::rate_limit::RateLimitMetrics::register(&registry);
         Arc::new(Metrics {
+            rate_limit,
             registry,
             requests,
             request_duration,
@@ -130,9 +148,15 @@ impl Metrics {
         UpstreamMetrics {
             requests: self.upstream_requests.with_label_values(&[upstream]),
             in_flight: self.upstream_in_flight.with_label_values(&[upstream]),
-            connect_errors: self.upstream_errors.with_label_values(&[upstream, "connect"]),
-            timeouts: self.upstream_errors.with_label_values(&[upstream, "timeout"]),
-            other_errors: self.upstream_errors.with_label_values(&[upstream, "protocol"]),
+            connect_errors: self
+                .upstream_errors
+                .with_label_values(&[upstream, "connect"]),
+            timeouts: self
+                .upstream_errors
+                .with_label_values(&[upstream, "timeout"]),
+            other_errors: self
+                .upstream_errors
+                .with_label_values(&[upstream, "protocol"]),
         }
     }
 

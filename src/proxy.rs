@@ -49,6 +49,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Upstream name, for logs.
     pub upstream: Arc<str>,
+    /// Rate limits and address lists, kept to carry buckets over a reload.
+    pub rate_limits: Option<Arc<crate::rate_limit::RouteLimits>>,
 }
 
 /// Everything built from one config: what the hot path reads through one `ArcSwap`.
@@ -73,19 +75,33 @@ impl Compiled {
     /// `previous` is the config being replaced on a reload: state whose rule did not
     /// change (limiter buckets, cached pages, waiting lines) is carried over from it.
     pub fn build(config: Config, metrics: &Metrics, previous: Option<&Compiled>) -> Self {
-        let _ = previous;
-        let upstreams: Vec<Arc<Upstream>> = config.upstreams.iter().map(|u| Upstream::new(u.clone(), metrics)).collect();
+        let upstreams: Vec<Arc<Upstream>> = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::new(u.clone(), metrics))
+            .collect();
         let routes = config
             .routes
             .iter()
-            .map(|r| Route {
-                name: r.name.as_str().into(),
-                service: route_stack(r, upstreams[r.upstream].clone()),
-                metrics: metrics.route(&r.name),
-                upstream: upstreams[r.upstream].name().into(),
+            .map(|r| {
+                let old = previous.and_then(|p| p.routes.iter().find(|o| *o.name == *r.name));
+                let rate_limits = crate::rate_limit::RouteLimits::build(
+                    &r.name,
+                    &r.rate_limits,
+                    &metrics.rate_limit,
+                    old.and_then(|o| o.rate_limits.as_deref()),
+                );
+                Route {
+                    name: r.name.as_str().into(),
+                    service: route_stack(r, upstreams[r.upstream].clone(), rate_limits.clone()),
+                    metrics: metrics.route(&r.name),
+                    upstream: upstreams[r.upstream].name().into(),
+                    rate_limits,
+                }
             })
             .collect();
-        let via = HeaderValue::from_str(&config.server.via_name).unwrap_or(HeaderValue::from_static("floodgate"));
+        let via = HeaderValue::from_str(&config.server.via_name)
+            .unwrap_or(HeaderValue::from_static("floodgate"));
         Compiled {
             router: Router::new(&config.routes),
             routes,
@@ -106,7 +122,11 @@ pub struct Shared {
 }
 
 /// Handles one request from a client connection. Never fails: errors become answers.
-pub async fn handle(shared: Arc<Shared>, peer: SocketAddr, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let compiled = shared.current.load_full();
     let method = req.method().clone();
@@ -158,13 +178,18 @@ fn route_of(compiled: &Compiled, req: &Request<Incoming>) -> Result<usize, Gatew
     let raw_host = match req.uri().authority() {
         Some(a) => a.as_str(),
         None => match req.headers().get(HOST) {
-            Some(h) => h.to_str().map_err(|_| GatewayError::BadRequest("Host header is not text"))?,
+            Some(h) => h
+                .to_str()
+                .map_err(|_| GatewayError::BadRequest("Host header is not text"))?,
             None if req.version() == http::Version::HTTP_10 => "",
             None => return Err(GatewayError::BadRequest("missing Host header")),
         },
     };
     let host = normalize_host(raw_host);
-    compiled.router.route(&host, req.uri().path()).ok_or(GatewayError::NoRoute)
+    compiled
+        .router
+        .route(&host, req.uri().path())
+        .ok_or(GatewayError::NoRoute)
 }
 
 async fn forward(
@@ -176,16 +201,26 @@ async fn forward(
 ) -> Result<Response<Body>, GatewayError> {
     let server = &compiled.config.server;
     let limit = server.max_request_body;
-    if let Some(len) = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+    if let Some(len) = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    {
         if len > limit {
             return Err(GatewayError::BodyTooLarge);
         }
     }
     let (mut parts, incoming) = req.into_parts();
     let request_id = forwarding::request_id(&parts.headers);
-    let peer_trusted = server.trusted_proxies.iter().any(|n| n.contains(&peer.ip()));
+    let peer_trusted = server
+        .trusted_proxies
+        .iter()
+        .any(|n| n.contains(&peer.ip()));
     let client_ip = forwarding::client_ip(peer.ip(), &parts.headers, &server.trusted_proxies);
-    let authority_host = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let authority_host = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
 
     let h = &mut parts.headers;
     forwarding::strip_hop_by_hop(h);
@@ -215,7 +250,8 @@ async fn forward(
     let mut svc = route.service.clone();
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
     let mut resp = svc.call(req).await?;
-    resp.headers_mut().insert(&forwarding::X_REQUEST_ID, request_id);
+    resp.headers_mut()
+        .insert(&forwarding::X_REQUEST_ID, request_id);
     Ok(resp)
 }
 
@@ -280,7 +316,8 @@ pub mod parking_lot_free {
     impl Stamp {
         /// Records now.
         pub fn touch(&self) {
-            self.0.store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
+            self.0
+                .store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
         }
 
         /// The recorded time.
@@ -321,7 +358,12 @@ pub async fn handle_counted(
 /// Compile-time check: hyper's executor needs the request future to be `Send`, and
 /// rustc's error when it is not points far from the cause.
 #[allow(dead_code)]
-fn request_future_is_send(shared: Arc<Shared>, peer: SocketAddr, a: Arc<ConnActivity>, req: Request<Incoming>) {
+fn request_future_is_send(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    a: Arc<ConnActivity>,
+    req: Request<Incoming>,
+) {
     fn is_send<T: Send>(_: T) {}
     is_send(handle_counted(shared, peer, a, req));
 }

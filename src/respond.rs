@@ -4,7 +4,7 @@
 //! the client asked for (JSON for API clients, plain text otherwise), is never cached,
 //! and carries `Retry-After` when trying again later can help.
 
-use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 
 use crate::body::{self, Body};
@@ -16,9 +16,13 @@ pub fn status(err: &GatewayError) -> StatusCode {
         GatewayError::NoRoute => StatusCode::NOT_FOUND,
         GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
         GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+        GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamProtocol { .. } => {
+            StatusCode::BAD_GATEWAY
+        }
         GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        GatewayError::Denied => StatusCode::FORBIDDEN,
     }
 }
 
@@ -39,6 +43,7 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
         | GatewayError::UpstreamTimeout { .. }
         | GatewayError::UpstreamProtocol { .. }
         | GatewayError::ShuttingDown => Some(1u64),
+        GatewayError::RateLimited(rl) => Some(rl.retry_after_secs),
         _ => None,
     };
     let (content_type, text) = if json {
@@ -48,8 +53,23 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
             "message": message,
         });
         ("application/json", format!("{v}\n"))
+    } else if let GatewayError::RateLimited(rl) = err {
+        // A browser gets a page a person can read; the wait is in Retry-After as well.
+        let html = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Too many requests</title></head>\
+             <body><h1>Too many requests</h1><p>Please wait {} seconds and try again.</p></body></html>\n",
+            rl.retry_after_secs
+        );
+        ("text/html; charset=utf-8", html)
     } else {
-        ("text/plain; charset=utf-8", format!("{} {}: {message}\n", status.as_u16(), status.canonical_reason().unwrap_or("")))
+        (
+            "text/plain; charset=utf-8",
+            format!(
+                "{} {}: {message}\n",
+                status.as_u16(),
+                status.canonical_reason().unwrap_or("")
+            ),
+        )
     };
     let mut resp = Response::new(body::full(text));
     *resp.status_mut() = status;
@@ -58,6 +78,15 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(s) = retry_after {
         h.insert(RETRY_AFTER, HeaderValue::from(s));
+    }
+    if let GatewayError::RateLimited(rl) = err {
+        // IETF httpapi RateLimit fields (draft-ietf-httpapi-ratelimit-headers): the policy
+        // of the limit that refused, and r=0 with t equal to Retry-After.
+        h.insert(
+            HeaderName::from_static("ratelimit-policy"),
+            rl.policy.clone(),
+        );
+        h.insert(HeaderName::from_static("ratelimit"), rl.rate_limit_field());
     }
     resp
 }

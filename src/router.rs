@@ -20,7 +20,10 @@ impl Prefixes {
     }
 
     fn find(&self, path: &str) -> Option<usize> {
-        self.0.iter().find(|(p, _)| path.starts_with(&**p)).map(|(_, r)| *r)
+        self.0
+            .iter()
+            .find(|(p, _)| path.starts_with(&**p))
+            .map(|(_, r)| *r)
     }
 }
 
@@ -42,10 +45,16 @@ impl Router {
             }
             for h in &route.hosts {
                 match h {
-                    HostPattern::Exact(name) => r.exact.entry(name.as_str().into()).or_default().insert(&route.path_prefix, i),
-                    HostPattern::Wildcard(suffix) => {
-                        r.wildcard.entry(suffix.as_str().into()).or_default().insert(&route.path_prefix, i)
-                    }
+                    HostPattern::Exact(name) => r
+                        .exact
+                        .entry(name.as_str().into())
+                        .or_default()
+                        .insert(&route.path_prefix, i),
+                    HostPattern::Wildcard(suffix) => r
+                        .wildcard
+                        .entry(suffix.as_str().into())
+                        .or_default()
+                        .insert(&route.path_prefix, i),
                 }
             }
         }
@@ -111,6 +120,7 @@ mod tests {
                 .collect(),
             path_prefix: prefix.into(),
             upstream: 0,
+            rate_limits: Default::default(),
         }
     }
 

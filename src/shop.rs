@@ -89,7 +89,8 @@ impl ShopStats {
     }
 
     fn reset(&self) {
-        self.peak_in_flight.store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.peak_in_flight
+            .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
         for c in [&self.served, &self.errors, &self.checkouts, &self.received] {
             c.store(0, Ordering::Relaxed);
         }
@@ -169,10 +170,15 @@ pub fn start_on(listener: TcpListener, profile: ShopProfile) -> ShopHandle {
 
 type ShopBody = Full<Bytes>;
 
-fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<ShopBody> {
+fn reply(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<ShopBody> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -202,7 +208,11 @@ async fn handle(shop: Arc<Shop>, req: Request<Incoming>) -> Result<Response<Shop
         (&Method::GET, "/fast") => return Ok(reply(StatusCode::OK, "text/plain", "ok\n")),
         (&Method::GET, "/healthz") => return Ok(reply(StatusCode::OK, "text/plain", "healthy\n")),
         (&Method::GET, "/__shop/stats") => {
-            return Ok(reply(StatusCode::OK, "application/json", shop.stats.to_json().to_string()));
+            return Ok(reply(
+                StatusCode::OK,
+                "application/json",
+                shop.stats.to_json().to_string(),
+            ));
         }
         (&Method::POST, "/__shop/reset") => {
             shop.stats.reset();
@@ -216,9 +226,18 @@ async fn handle(shop: Arc<Shop>, req: Request<Incoming>) -> Result<Response<Shop
     let query = req.uri().query().unwrap_or("").to_string();
     let headers = req.headers().clone();
     // Read the whole body as a real shop would before working on it.
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let work = if path == "/__shop/slow" {
-        Duration::from_millis(query_param(&query, "ms").and_then(|v| v.parse().ok()).unwrap_or(1000))
+        Duration::from_millis(
+            query_param(&query, "ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000),
+        )
     } else {
         shop.profile.latency
     };
@@ -226,11 +245,16 @@ async fn handle(shop: Arc<Shop>, req: Request<Incoming>) -> Result<Response<Shop
         let _worker = shop.workers.acquire().await.expect("never closed");
         tokio::time::sleep(work).await;
     }
-    let overloaded = now as usize > shop.profile.collapse || shop.stats.in_flight.load(Ordering::SeqCst) as usize > shop.profile.collapse;
+    let overloaded = now as usize > shop.profile.collapse
+        || shop.stats.in_flight.load(Ordering::SeqCst) as usize > shop.profile.collapse;
     drop(inside);
     if overloaded {
         shop.stats.errors.fetch_add(1, Ordering::Relaxed);
-        return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shop overloaded\n"));
+        return Ok(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shop overloaded\n",
+        ));
     }
     let resp = page(&shop, &method, &path, &query, &headers, body);
     if resp.status().is_success() {
@@ -239,19 +263,29 @@ async fn handle(shop: Arc<Shop>, req: Request<Incoming>) -> Result<Response<Shop
     Ok(resp)
 }
 
-fn page(shop: &Shop, method: &Method, path: &str, query: &str, headers: &http::HeaderMap, body: Bytes) -> Response<ShopBody> {
+fn page(
+    shop: &Shop,
+    method: &Method,
+    path: &str,
+    query: &str,
+    headers: &http::HeaderMap,
+    body: Bytes,
+) -> Response<ShopBody> {
     match (method, path) {
         (&Method::GET | &Method::HEAD, "/") => {
             let mut links = String::new();
             for id in 1..=12 {
-                links.push_str(&format!("<li><a href=\"/products/{id}\">Product {id}</a></li>"));
+                links.push_str(&format!(
+                    "<li><a href=\"/products/{id}\">Product {id}</a></li>"
+                ));
             }
             let mut r = reply(
                 StatusCode::OK,
                 "text/html; charset=utf-8",
                 format!("<!doctype html><html><head><title>Demo shop</title></head><body><h1>Cyber Monday at the demo shop</h1><ul>{links}</ul><p><a href=\"/cart\">Cart</a></p></body></html>"),
             );
-            r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=2"));
+            r.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=2"));
             r
         }
         (&Method::GET | &Method::HEAD, p) if p.starts_with("/products/") => {
@@ -266,14 +300,22 @@ fn page(shop: &Shop, method: &Method, path: &str, query: &str, headers: &http::H
             if let Ok(v) = HeaderValue::from_str(&format!("\"product-{id}-v1\"")) {
                 h.insert(ETAG, v);
             }
-            h.insert(LAST_MODIFIED, HeaderValue::from_static("Mon, 23 Nov 2026 08:00:00 GMT"));
+            h.insert(
+                LAST_MODIFIED,
+                HeaderValue::from_static("Mon, 23 Nov 2026 08:00:00 GMT"),
+            );
             h.insert("surrogate-key", HeaderValue::from_static("products"));
             r
         }
         (&Method::GET, "/search") => {
             let q = query_param(query, "q").unwrap_or_default();
-            let mut r = reply(StatusCode::OK, "text/html; charset=utf-8", format!("<!doctype html><h1>Results for {}</h1>", html_escape(&q)));
-            r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            let mut r = reply(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                format!("<!doctype html><h1>Results for {}</h1>", html_escape(&q)),
+            );
+            r.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             r
         }
         (&Method::GET, "/cart") => {
@@ -287,11 +329,17 @@ fn page(shop: &Shop, method: &Method, path: &str, query: &str, headers: &http::H
                 Some(id) => (id, false),
                 None => (format!("{:016x}", rand::random::<u64>()), true),
             };
-            let mut r = reply(StatusCode::OK, "application/json", serde_json::json!({"cart": id, "items": []}).to_string());
+            let mut r = reply(
+                StatusCode::OK,
+                "application/json",
+                serde_json::json!({"cart": id, "items": []}).to_string(),
+            );
             let h = r.headers_mut();
             h.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
             if new {
-                if let Ok(v) = HeaderValue::from_str(&format!("cart={id}; Path=/; HttpOnly; SameSite=Lax")) {
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("cart={id}; Path=/; HttpOnly; SameSite=Lax"))
+                {
                     h.insert(SET_COOKIE, v);
                 }
             }
@@ -304,7 +352,8 @@ fn page(shop: &Shop, method: &Method, path: &str, query: &str, headers: &http::H
                 "application/json",
                 serde_json::json!({"order": n, "bytes": body.len()}).to_string(),
             );
-            r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
         (&Method::GET, "/__shop/slow") => reply(StatusCode::OK, "text/plain", "slow\n"),
@@ -314,11 +363,20 @@ fn page(shop: &Shop, method: &Method, path: &str, query: &str, headers: &http::H
 
 async fn echo(req: Request<Incoming>) -> Response<ShopBody> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let v = serde_json::json!({
         "method": parts.method.as_str(),
@@ -330,9 +388,12 @@ async fn echo(req: Request<Incoming>) -> Response<ShopBody> {
     });
     let mut r = reply(StatusCode::OK, "application/json", v.to_string());
     // A hop-by-hop field the gateway must not pass back to the client.
-    r.headers_mut().insert("connection", HeaderValue::from_static("x-origin-private"));
-    r.headers_mut().insert("x-origin-private", HeaderValue::from_static("secret"));
-    r.headers_mut().insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    r.headers_mut()
+        .insert("connection", HeaderValue::from_static("x-origin-private"));
+    r.headers_mut()
+        .insert("x-origin-private", HeaderValue::from_static("secret"));
+    r.headers_mut()
+        .insert("keep-alive", HeaderValue::from_static("timeout=5"));
     r
 }
 
@@ -354,5 +415,8 @@ fn query_param(query: &str, name: &str) -> Option<String> {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

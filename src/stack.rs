@@ -18,13 +18,20 @@ use tower::ServiceBuilder;
 use crate::body::Body;
 use crate::config::RouteConfig;
 use crate::error::GatewayError;
+use crate::rate_limit::{RateLimitLayer, RouteLimits};
 use crate::upstream::{Upstream, UpstreamService};
 
 /// A route's whole stack as one cloneable service.
 pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, GatewayError>;
 
 /// Builds the stack for one route, outermost stage first.
-pub fn route_stack(_route: &RouteConfig, upstream: Arc<Upstream>) -> RouteService {
-    let svc = ServiceBuilder::new().service(UpstreamService::new(upstream));
+pub fn route_stack(
+    _route: &RouteConfig,
+    upstream: Arc<Upstream>,
+    rate_limits: Option<Arc<RouteLimits>>,
+) -> RouteService {
+    let svc = ServiceBuilder::new()
+        .option_layer(rate_limits.map(RateLimitLayer::new))
+        .service(UpstreamService::new(upstream));
     BoxCloneSyncService::new(svc)
 }

@@ -29,9 +29,16 @@ pub struct AdminState {
 }
 
 /// Serves the admin API until shutdown.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(std::time::Duration::from_secs(10));
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(10));
     let builder = Arc::new(builder);
     loop {
         let (stream, _) = tokio::select! {
@@ -47,15 +54,24 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
     }
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: impl Into<bytes::Bytes>) -> Response<Body> {
+fn text(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<bytes::Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(body::full(body));
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
-async fn answer(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn answer(
+    state: Arc<AdminState>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => text(
             StatusCode::OK,
@@ -71,11 +87,21 @@ async fn answer(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Respon
             }
         }
         (&Method::POST, "/admin/reload") => match reload(&state) {
-            Ok(summary) => text(StatusCode::OK, "application/json", format!("{}\n", serde_json::json!({"reloaded": true, "changes": summary}))),
+            Ok(summary) => text(
+                StatusCode::OK,
+                "application/json",
+                format!(
+                    "{}\n",
+                    serde_json::json!({"reloaded": true, "changes": summary})
+                ),
+            ),
             Err(e) => text(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "application/json",
-                format!("{}\n", serde_json::json!({"reloaded": false, "error": e.to_string()})),
+                format!(
+                    "{}\n",
+                    serde_json::json!({"reloaded": false, "error": e.to_string()})
+                ),
             ),
         },
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
@@ -109,7 +135,9 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
     };
     let old = state.shared.current.load_full();
     let mut changes = Vec::new();
-    if old.config.server.listen != new.server.listen || old.config.server.admin_listen != new.server.admin_listen {
+    if old.config.server.listen != new.server.listen
+        || old.config.server.admin_listen != new.server.admin_listen
+    {
         changes.push("listeners changed: restart to apply".to_string());
     }
     let old_routes: Vec<&str> = old.config.routes.iter().map(|r| r.name.as_str()).collect();
@@ -124,7 +152,11 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
             changes.push(format!("route {r:?} removed"));
         }
     }
-    changes.push(format!("{} routes, {} upstreams", new.routes.len(), new.upstreams.len()));
+    changes.push(format!(
+        "{} routes, {} upstreams",
+        new.routes.len(),
+        new.upstreams.len()
+    ));
     let compiled = Compiled::build(new, metrics, Some(&old));
     state.shared.current.store(Arc::new(compiled));
     metrics.config_reloads.with_label_values(&["ok"]).inc();

@@ -185,6 +185,8 @@ pub struct RouteConfig {
     pub path_prefix: String,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
+    /// `rate_limits`, `allow` and `deny`.
+    pub rate_limits: crate::rate_limit::RouteRateLimits,
 }
 
 /// One problem in a config file, with the key it concerns.
@@ -330,7 +332,10 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
         let key = format!("upstream[{i}]");
         let up = compile_upstream(&key, u, &mut p);
         if !up.name.is_empty() && !upstream_names.insert(up.name.clone()) {
-            p.add(format!("{key}.name"), format!("duplicate upstream name {:?}", up.name));
+            p.add(
+                format!("{key}.name"),
+                format!("duplicate upstream name {:?}", up.name),
+            );
         }
         upstreams.push(up);
     }
@@ -347,9 +352,15 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
         let key = format!("route[{i}]");
         let name = r.name.clone().unwrap_or_default();
         if name.is_empty() {
-            p.add(format!("{key}.name"), "missing: every route needs a name (used in metrics)");
+            p.add(
+                format!("{key}.name"),
+                "missing: every route needs a name (used in metrics)",
+            );
         } else if !route_names.insert(name.clone()) {
-            p.add(format!("{key}.name"), format!("duplicate route name {name:?}"));
+            p.add(
+                format!("{key}.name"),
+                format!("duplicate route name {name:?}"),
+            );
         }
         let mut hosts = Vec::new();
         for (j, h) in r.hosts.iter().enumerate() {
@@ -360,9 +371,16 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
         }
         let path_prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
         if !path_prefix.starts_with('/') {
-            p.add(format!("{key}.path_prefix"), format!("{path_prefix:?} must start with \"/\""));
+            p.add(
+                format!("{key}.path_prefix"),
+                format!("{path_prefix:?} must start with \"/\""),
+            );
         }
-        let place_hosts = if hosts.is_empty() { vec![None] } else { hosts.iter().cloned().map(Some).collect() };
+        let place_hosts = if hosts.is_empty() {
+            vec![None]
+        } else {
+            hosts.iter().cloned().map(Some).collect()
+        };
         for h in place_hosts {
             if !route_places.insert((h.clone(), path_prefix.clone())) {
                 let host = match &h {
@@ -378,26 +396,37 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
         }
         let upstream = match &r.upstream {
             None => {
-                p.add(format!("{key}.upstream"), "missing: every route needs an upstream");
+                p.add(
+                    format!("{key}.upstream"),
+                    "missing: every route needs an upstream",
+                );
                 0
             }
             Some(u) => match upstreams.iter().position(|x| &x.name == u) {
                 Some(idx) => idx,
                 None => {
-                    p.add(format!("{key}.upstream"), format!("no upstream named {u:?}"));
+                    p.add(
+                        format!("{key}.upstream"),
+                        format!("no upstream named {u:?}"),
+                    );
                     0
                 }
             },
         };
-        if !r.rate_limits.is_empty() {
-            p.add(format!("{key}.rate_limits"), "rate limiting is not available in this build yet");
-        }
+        let rate_limits =
+            crate::rate_limit::config::compile(&key, &r.rate_limits, &r.allow, &r.deny, &mut p.0);
         if r.cache.is_some() {
-            p.add(format!("{key}.cache"), "caching is not available in this build yet");
+            p.add(
+                format!("{key}.cache"),
+                "caching is not available in this build yet",
+            );
         }
         if let Some(room) = &r.waiting_room {
             if !room_names.contains(room) {
-                p.add(format!("{key}.waiting_room"), format!("no waiting_room named {room:?}"));
+                p.add(
+                    format!("{key}.waiting_room"),
+                    format!("no waiting_room named {room:?}"),
+                );
             }
         }
         routes.push(RouteConfig {
@@ -405,10 +434,14 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             hosts,
             path_prefix,
             upstream,
+            rate_limits,
         });
     }
     for (i, _) in raw.waiting_room.iter().enumerate() {
-        p.add(format!("waiting_room[{i}]"), "waiting rooms are not available in this build yet");
+        p.add(
+            format!("waiting_room[{i}]"),
+            "waiting rooms are not available in this build yet",
+        );
     }
     if raw.state.is_some() {
         p.add("state", "shared state is not available in this build yet");
@@ -428,7 +461,11 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
 }
 
 fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
-    let listen_strs = s.listen.as_ref().map(|l| l.to_vec()).unwrap_or_else(|| vec!["0.0.0.0:8080".into()]);
+    let listen_strs = s
+        .listen
+        .as_ref()
+        .map(|l| l.to_vec())
+        .unwrap_or_else(|| vec!["0.0.0.0:8080".into()]);
     let mut listen = Vec::new();
     for (i, a) in listen_strs.iter().enumerate() {
         let key = if listen_strs.len() == 1 && matches!(s.listen, Some(raw::OneOrMany::One(_))) {
@@ -438,19 +475,28 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
         };
         match a.parse::<SocketAddr>() {
             Ok(addr) => listen.push((key, addr)),
-            Err(_) => p.add(key, format!("{a:?} is not an address like \"0.0.0.0:8080\" or \"[::1]:8080\"")),
+            Err(_) => p.add(
+                key,
+                format!("{a:?} is not an address like \"0.0.0.0:8080\" or \"[::1]:8080\""),
+            ),
         }
     }
     if listen_strs.is_empty() {
         p.add("server.listen", "needs at least one address");
     }
-    let admin_listen = s.admin_listen.as_deref().and_then(|a| match a.parse::<SocketAddr>() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            p.add("server.admin_listen", format!("{a:?} is not an address like \"127.0.0.1:9901\""));
-            None
-        }
-    });
+    let admin_listen = s
+        .admin_listen
+        .as_deref()
+        .and_then(|a| match a.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                p.add(
+                    "server.admin_listen",
+                    format!("{a:?} is not an address like \"127.0.0.1:9901\""),
+                );
+                None
+            }
+        });
     let mut all: Vec<(String, SocketAddr)> = listen.clone();
     if let Some(a) = admin_listen {
         all.push(("server.admin_listen".into(), a));
@@ -458,7 +504,10 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
     for i in 0..all.len() {
         for j in 0..i {
             if overlaps(&all[i].1, &all[j].1) {
-                p.add(all[i].0.clone(), format!("{} overlaps {} ({})", all[i].1, all[j].0, all[j].1));
+                p.add(
+                    all[i].0.clone(),
+                    format!("{} overlaps {} ({})", all[i].1, all[j].0, all[j].1),
+                );
             }
         }
     }
@@ -469,7 +518,12 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
             Err(m) => p.add(format!("server.trusted_proxies[{i}]"), m),
         }
     }
-    let max_header_size = p.parse("server.max_header_size", s.max_header_size.as_deref(), DEFAULT_MAX_HEADER_SIZE, units::size);
+    let max_header_size = p.parse(
+        "server.max_header_size",
+        s.max_header_size.as_deref(),
+        DEFAULT_MAX_HEADER_SIZE,
+        units::size,
+    );
     // hyper needs room for at least one read buffer (8 KiB) and rejects less.
     if max_header_size < 8192 {
         p.add("server.max_header_size", "must be at least 8KiB");
@@ -477,15 +531,45 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
     ServerConfig {
         listen: listen.into_iter().map(|(_, a)| a).collect(),
         admin_listen,
-        shutdown_grace: p.parse("server.shutdown_grace", s.shutdown_grace.as_deref(), DEFAULT_SHUTDOWN_GRACE, units::duration),
+        shutdown_grace: p.parse(
+            "server.shutdown_grace",
+            s.shutdown_grace.as_deref(),
+            DEFAULT_SHUTDOWN_GRACE,
+            units::duration,
+        ),
         trusted_proxies: trusted,
-        max_connections: p.count("server.max_connections", s.max_connections, DEFAULT_MAX_CONNECTIONS, 1),
-        header_read_timeout: p.parse("server.header_read_timeout", s.header_read_timeout.as_deref(), DEFAULT_HEADER_READ_TIMEOUT, positive_duration),
-        idle_timeout: p.parse("server.idle_timeout", s.idle_timeout.as_deref(), DEFAULT_IDLE_TIMEOUT, positive_duration),
+        max_connections: p.count(
+            "server.max_connections",
+            s.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+            1,
+        ),
+        header_read_timeout: p.parse(
+            "server.header_read_timeout",
+            s.header_read_timeout.as_deref(),
+            DEFAULT_HEADER_READ_TIMEOUT,
+            positive_duration,
+        ),
+        idle_timeout: p.parse(
+            "server.idle_timeout",
+            s.idle_timeout.as_deref(),
+            DEFAULT_IDLE_TIMEOUT,
+            positive_duration,
+        ),
         max_header_size: max_header_size.max(8192) as usize,
         max_headers: p.count("server.max_headers", s.max_headers, DEFAULT_MAX_HEADERS, 1),
-        max_request_body: p.parse("server.max_request_body", s.max_request_body.as_deref(), DEFAULT_MAX_REQUEST_BODY, units::size),
-        http2_max_concurrent_streams: p.count("server.http2_max_concurrent_streams", s.http2_max_concurrent_streams, DEFAULT_H2_MAX_STREAMS as usize, 1) as u32,
+        max_request_body: p.parse(
+            "server.max_request_body",
+            s.max_request_body.as_deref(),
+            DEFAULT_MAX_REQUEST_BODY,
+            units::size,
+        ),
+        http2_max_concurrent_streams: p.count(
+            "server.http2_max_concurrent_streams",
+            s.http2_max_concurrent_streams,
+            DEFAULT_H2_MAX_STREAMS as usize,
+            1,
+        ) as u32,
         via_name: s.via_name.clone().unwrap_or_else(|| "floodgate".into()),
     }
 }
@@ -500,7 +584,9 @@ fn positive_duration(s: &str) -> Result<Duration, String> {
 
 /// Two listen addresses that the kernel would refuse to bind together.
 fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
-    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn compile_log(l: &raw::RawLog, p: &mut Problems) -> LogConfig {
@@ -508,13 +594,19 @@ fn compile_log(l: &raw::RawLog, p: &mut Problems) -> LogConfig {
         None | Some("text") => LogFormat::Text,
         Some("json") => LogFormat::Json,
         Some(other) => {
-            p.add("log.format", format!("{other:?}: expected \"text\" or \"json\""));
+            p.add(
+                "log.format",
+                format!("{other:?}: expected \"text\" or \"json\""),
+            );
             LogFormat::Text
         }
     };
     let level = l.level.clone().unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        p.add("log.level", format!("{level:?} is not a level or filter like \"info\" or \"floodgate=debug\""));
+        p.add(
+            "log.level",
+            format!("{level:?} is not a level or filter like \"info\" or \"floodgate=debug\""),
+        );
     }
     LogConfig {
         format,
@@ -526,7 +618,10 @@ fn compile_log(l: &raw::RawLog, p: &mut Problems) -> LogConfig {
 fn compile_upstream(key: &str, u: &raw::RawUpstream, p: &mut Problems) -> UpstreamConfig {
     let name = u.name.clone().unwrap_or_default();
     if name.is_empty() {
-        p.add(format!("{key}.name"), "missing: every upstream needs a name");
+        p.add(
+            format!("{key}.name"),
+            "missing: every upstream needs a name",
+        );
     }
     let mut servers = Vec::new();
     if u.servers.is_empty() {
@@ -535,14 +630,20 @@ fn compile_upstream(key: &str, u: &raw::RawUpstream, p: &mut Problems) -> Upstre
     for (i, s) in u.servers.iter().enumerate() {
         match s.parse::<Authority>() {
             Ok(a) if a.port_u16().is_some() => servers.push(a),
-            _ => p.add(format!("{key}.servers[{i}]"), format!("{s:?} is not \"host:port\"")),
+            _ => p.add(
+                format!("{key}.servers[{i}]"),
+                format!("{s:?} is not \"host:port\""),
+            ),
         }
     }
     let balance = match u.balance.as_deref() {
         None | Some("round_robin") => Balance::RoundRobin,
         Some("least_in_flight") => Balance::LeastInFlight,
         Some(other) => {
-            p.add(format!("{key}.balance"), format!("{other:?}: expected \"round_robin\" or \"least_in_flight\""));
+            p.add(
+                format!("{key}.balance"),
+                format!("{other:?}: expected \"round_robin\" or \"least_in_flight\""),
+            );
             Balance::RoundRobin
         }
     };
@@ -551,7 +652,10 @@ fn compile_upstream(key: &str, u: &raw::RawUpstream, p: &mut Problems) -> Upstre
         Some(toml::Value::Integer(n)) if *n >= 1 => Concurrency::Fixed(*n as usize),
         Some(toml::Value::String(s)) if s == "auto" => Concurrency::Auto,
         Some(other) => {
-            p.add(format!("{key}.max_concurrency"), format!("{other}: expected a number from 1, or \"auto\""));
+            p.add(
+                format!("{key}.max_concurrency"),
+                format!("{other}: expected a number from 1, or \"auto\""),
+            );
             Concurrency::Fixed(DEFAULT_MAX_CONCURRENCY)
         }
     };
@@ -559,20 +663,52 @@ fn compile_upstream(key: &str, u: &raw::RawUpstream, p: &mut Problems) -> Upstre
         name,
         servers,
         balance,
-        connect_timeout: p.parse(format!("{key}.connect_timeout"), u.connect_timeout.as_deref(), DEFAULT_CONNECT_TIMEOUT, positive_duration),
-        response_timeout: p.parse(format!("{key}.response_timeout"), u.response_timeout.as_deref(), DEFAULT_RESPONSE_TIMEOUT, positive_duration),
-        pool_idle_timeout: p.parse(format!("{key}.pool_idle_timeout"), u.pool_idle_timeout.as_deref(), DEFAULT_POOL_IDLE_TIMEOUT, positive_duration),
-        pool_max_idle_per_server: p.count(format!("{key}.pool_max_idle_per_server"), u.pool_max_idle_per_server, DEFAULT_POOL_MAX_IDLE, 0),
+        connect_timeout: p.parse(
+            format!("{key}.connect_timeout"),
+            u.connect_timeout.as_deref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            positive_duration,
+        ),
+        response_timeout: p.parse(
+            format!("{key}.response_timeout"),
+            u.response_timeout.as_deref(),
+            DEFAULT_RESPONSE_TIMEOUT,
+            positive_duration,
+        ),
+        pool_idle_timeout: p.parse(
+            format!("{key}.pool_idle_timeout"),
+            u.pool_idle_timeout.as_deref(),
+            DEFAULT_POOL_IDLE_TIMEOUT,
+            positive_duration,
+        ),
+        pool_max_idle_per_server: p.count(
+            format!("{key}.pool_max_idle_per_server"),
+            u.pool_max_idle_per_server,
+            DEFAULT_POOL_MAX_IDLE,
+            0,
+        ),
         max_concurrency,
-        queue_size: p.count(format!("{key}.queue_size"), u.queue_size, DEFAULT_QUEUE_SIZE, 0),
-        queue_timeout: p.parse(format!("{key}.queue_timeout"), u.queue_timeout.as_deref(), DEFAULT_QUEUE_TIMEOUT, positive_duration),
+        queue_size: p.count(
+            format!("{key}.queue_size"),
+            u.queue_size,
+            DEFAULT_QUEUE_SIZE,
+            0,
+        ),
+        queue_timeout: p.parse(
+            format!("{key}.queue_timeout"),
+            u.queue_timeout.as_deref(),
+            DEFAULT_QUEUE_TIMEOUT,
+            positive_duration,
+        ),
     }
 }
 
 fn host_pattern(h: &str) -> Result<HostPattern, String> {
     let lower = h.trim().to_ascii_lowercase();
     let valid = |s: &str| {
-        !s.is_empty() && s.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        !s.is_empty()
+            && s.split('.')
+                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
     };
     if let Some(rest) = lower.strip_prefix("*.") {
         if valid(rest) {
@@ -581,7 +717,9 @@ fn host_pattern(h: &str) -> Result<HostPattern, String> {
     } else if valid(&lower) {
         return Ok(HostPattern::Exact(lower));
     }
-    Err(format!("{h:?} is not a host name like \"shop.example.com\" or \"*.example.com\""))
+    Err(format!(
+        "{h:?} is not a host name like \"shop.example.com\" or \"*.example.com\""
+    ))
 }
 
 #[cfg(test)]
@@ -607,7 +745,10 @@ upstream = "shop"
     #[test]
     fn a_good_config_compiles() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(c.routes[0].hosts[1], HostPattern::Wildcard("shops.example.com".into()));
+        assert_eq!(
+            c.routes[0].hosts[1],
+            HostPattern::Wildcard("shops.example.com".into())
+        );
         assert_eq!(c.server.trusted_proxies.len(), 1);
     }
 

@@ -98,6 +98,12 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     #[serde(default)]
     pub rate_limits: Vec<toml::Table>,
+    /// CIDRs that bypass the route's rate limits.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// CIDRs answered 403.
+    #[serde(default)]
+    pub deny: Vec<String>,
     pub cache: Option<toml::Table>,
     pub waiting_room: Option<String>,
 }

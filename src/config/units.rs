@@ -76,8 +76,14 @@ mod tests {
     #[test]
     fn rates_read_like_nginx() {
         assert_eq!(rate("100/s").unwrap().interval(), Duration::from_millis(10));
-        assert_eq!(rate("600/m").unwrap().interval(), Duration::from_millis(100));
-        assert_eq!(rate("10/5s").unwrap().interval(), Duration::from_millis(500));
+        assert_eq!(
+            rate("600/m").unwrap().interval(),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            rate("10/5s").unwrap().interval(),
+            Duration::from_millis(500)
+        );
         assert!(rate("0/s").is_err());
         assert!(rate("fast").is_err());
     }

@@ -94,7 +94,8 @@ impl Upstream {
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(server.authority.clone());
         parts.path_and_query = Some(pq);
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| GatewayError::BadRequest("invalid request target"))?;
+        *req.uri_mut() = Uri::from_parts(parts)
+            .map_err(|_| GatewayError::BadRequest("invalid request target"))?;
         // Origins speak HTTP/1.1 here whatever the client spoke.
         *req.version_mut() = http::Version::HTTP_11;
 
@@ -168,7 +169,9 @@ struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.servers[self.idx].in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.servers[self.idx]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
         self.gauge.dec();
     }
 }

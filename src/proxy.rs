@@ -294,12 +294,15 @@ pub struct ConnActivity {
     /// Requests seen on this connection.
     pub requests: AtomicUsize,
     /// Bumped when a request ends, so the idle timer restarts from there.
-    pub last_end: parking_lot_free::Stamp,
+    pub last_end: stamp::Stamp,
+    /// When the first byte of a request head arrived while no request was in flight;
+    /// cleared when the head is complete. Drives the header timeout.
+    pub head_started: stamp::Stamp,
 }
 
-/// A tiny lock-free timestamp, because the idle timer only needs "when did this
-/// connection last finish a request", read rarely and written once per request.
-pub mod parking_lot_free {
+/// A tiny lock-free timestamp: the connection timers need "when did X last happen",
+/// read rarely and written at most once per request, without a lock.
+pub mod stamp {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
     use std::time::{Duration, Instant};
@@ -309,7 +312,7 @@ pub mod parking_lot_free {
         *EPOCH.get_or_init(Instant::now)
     }
 
-    /// Milliseconds since a process-wide epoch.
+    /// Milliseconds since a process-wide epoch, plus one; 0 means unset.
     #[derive(Debug, Default)]
     pub struct Stamp(AtomicU64);
 
@@ -317,12 +320,27 @@ pub mod parking_lot_free {
         /// Records now.
         pub fn touch(&self) {
             self.0
-                .store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
+                .store(epoch().elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
         }
 
-        /// The recorded time.
-        pub fn get(&self) -> Instant {
-            epoch() + Duration::from_millis(self.0.load(Ordering::Relaxed))
+        /// Records now unless a time is already set.
+        pub fn touch_if_unset(&self) {
+            if self.0.load(Ordering::Relaxed) == 0 {
+                self.touch();
+            }
+        }
+
+        /// Forgets the recorded time.
+        pub fn clear(&self) {
+            self.0.store(0, Ordering::Relaxed);
+        }
+
+        /// The recorded time, if set.
+        pub fn get(&self) -> Option<Instant> {
+            match self.0.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some(epoch() + Duration::from_millis(ms - 1)),
+            }
         }
     }
 }
@@ -350,6 +368,7 @@ pub async fn handle_counted(
 ) -> Result<Response<Body>, Infallible> {
     activity.in_flight.fetch_add(1, Ordering::Acquire);
     activity.requests.fetch_add(1, Ordering::Relaxed);
+    activity.head_started.clear();
     let guard = ConnGuard(activity);
     let resp = handle(shared, peer, req).await?;
     Ok(resp.map(|b| body::boxed(Guarded::new(b, guard))))

@@ -16,7 +16,7 @@ struct Prefixes(Vec<(Box<str>, usize)>);
 impl Prefixes {
     fn insert(&mut self, prefix: &str, route: usize) {
         self.0.push((prefix.into(), route));
-        self.0.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.0.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
     }
 
     fn find(&self, path: &str) -> Option<usize> {

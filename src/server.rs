@@ -1,13 +1,19 @@
 //! Client-facing listeners: accept, connection limits, timeouts, graceful shutdown.
 //!
 //! One hyper-util `auto` builder serves HTTP/1.1 and cleartext HTTP/2 (prior
-//! knowledge, detected from the preface) on every listener. hyper's own header timer
-//! starts at the first byte (hyper#3178) and it has no keep-alive idle timer, so each
-//! connection task also watches "no request in flight for too long" itself: before the
-//! first request that limit is `header_read_timeout` (a socket that never speaks), after
-//! it `idle_timeout`.
+//! knowledge, detected from the preface) on every listener.
+//!
+//! Connection timers are kept here rather than left to hyper: hyper's header timer
+//! has moved between versions (it started at the first byte in hyper#3178; in 1.12
+//! it also runs while a keep-alive connection idles, which would make the keep-alive
+//! timeout equal to the header timeout), and hyper has no idle timer. Each connection
+//! task therefore watches, with no request in flight:
+//! - a request head started (bytes read) but not complete: `header_read_timeout`;
+//! - a fresh connection that has sent nothing: `header_read_timeout` (slowloris);
+//! - a keep-alive connection between requests: `idle_timeout`.
+//!
+//! hyper's own header timer stays set (to the larger of the two) as a backstop.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,7 +49,7 @@ pub fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         // Without a timer, header_read_timeout panics or silently does nothing
         // (hyper#3567, hyper-util#137).
         .timer(TokioTimer::new())
-        .header_read_timeout(cfg.header_read_timeout)
+        .header_read_timeout(cfg.header_read_timeout.max(cfg.idle_timeout))
         .max_buf_size(cfg.max_header_size)
         .max_headers(cfg.max_headers)
         .keep_alive(true);
@@ -110,23 +116,22 @@ async fn serve_connection(
 ) {
     let activity = Arc::new(ConnActivity::default());
     activity.last_end.touch();
+    let io = TokioIo::new(ActivityIo {
+        inner: stream,
+        activity: activity.clone(),
+    });
     let svc = {
         let activity = activity.clone();
         service_fn(move |req| handle_counted(shared.clone(), peer, activity.clone(), req))
     };
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let mut draining = *shutdown.borrow();
     if draining {
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        let idle_limit = if activity.requests.load(Ordering::Relaxed) == 0 {
-            cfg.header_read_timeout
-        } else {
-            cfg.idle_timeout
-        };
-        let check_at = activity.last_end.get() + idle_limit;
+        let check_at = deadline(&activity, cfg);
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -139,19 +144,92 @@ async fn serve_connection(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tokio::time::sleep_until(check_at.into()) => {
-                let idle = activity.in_flight.load(Ordering::Acquire) == 0
-                    && activity.last_end.get() + idle_limit <= Instant::now();
-                if idle {
-                    // Nothing in flight: dropping the connection loses nothing.
-                    tracing::debug!(%peer, "closing idle client connection");
+                if activity.in_flight.load(Ordering::Acquire) == 0 && deadline(&activity, cfg) <= Instant::now() {
+                    // Nothing in flight: dropping the connection loses no answer.
+                    tracing::debug!(%peer, "closing idle or slow client connection");
                     return;
-                }
-                if activity.in_flight.load(Ordering::Acquire) > 0 {
-                    // Busy: look again after a full idle period.
-                    activity.last_end.touch();
                 }
             }
         }
+    }
+}
+
+/// When the connection should be closed if nothing changes (see the module docs).
+fn deadline(activity: &ConnActivity, cfg: &ServerConfig) -> Instant {
+    let now = Instant::now();
+    if activity.in_flight.load(Ordering::Acquire) > 0 {
+        // Busy: nothing to enforce; look again after an idle period.
+        return now + cfg.idle_timeout;
+    }
+    if let Some(head) = activity.head_started.get() {
+        return head + cfg.header_read_timeout;
+    }
+    let since = activity.last_end.get().unwrap_or(now);
+    if activity.requests.load(Ordering::Relaxed) == 0 {
+        since + cfg.header_read_timeout
+    } else {
+        since + cfg.idle_timeout
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The client socket, noting when a new request head starts arriving.
+    struct ActivityIo {
+        #[pin]
+        inner: TcpStream,
+        activity: Arc<ConnActivity>,
+    }
+}
+
+impl tokio::io::AsyncRead for ActivityIo {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before && this.activity.in_flight.load(Ordering::Relaxed) == 0 {
+            this.activity.head_started.touch_if_unset();
+        }
+        res
+    }
+}
+
+impl tokio::io::AsyncWrite for ActivityIo {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
     }
 }
 
@@ -162,14 +240,12 @@ pub async fn drain(tracker: &TaskTracker, grace: Duration) -> bool {
 }
 
 /// A future that completes on SIGTERM or SIGINT.
-pub fn termination_signal() -> impl Future<Output = &'static str> {
-    async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        }
+pub async fn termination_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
     }
 }

@@ -19,6 +19,8 @@
 //! | `POST /__shop/reset` | zero the counters |
 //! | `ANY /__shop/echo` | echoes method, path, headers and body as JSON |
 //! | `GET /__shop/slow?ms=N` | answers after N ms, holding capacity |
+//! | `GET /__shop/stream?chunks=N&ms=M` | N chunks, M ms apart (response streaming) |
+//! | `POST /__shop/upload` | reads the body frame by frame, counting `upload_bytes` as it goes |
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -73,6 +75,10 @@ pub struct ShopStats {
     pub checkouts: AtomicU64,
     /// Every request received, including the fast and admin paths.
     pub received: AtomicU64,
+    /// Body bytes `/__shop/upload` has read so far, updated per frame.
+    pub upload_bytes: AtomicU64,
+    /// `/__shop/stream` answers whose last chunk has been sent.
+    pub streams_done: AtomicU64,
 }
 
 impl ShopStats {
@@ -85,6 +91,8 @@ impl ShopStats {
             "errors": self.errors.load(Ordering::Relaxed),
             "checkouts": self.checkouts.load(Ordering::Relaxed),
             "received": self.received.load(Ordering::Relaxed),
+            "upload_bytes": self.upload_bytes.load(Ordering::Relaxed),
+            "streams_done": self.streams_done.load(Ordering::Relaxed),
         })
     }
 
@@ -168,14 +176,14 @@ pub fn start_on(listener: TcpListener, profile: ShopProfile) -> ShopHandle {
     ShopHandle { addr, stats, stop }
 }
 
-type ShopBody = Full<Bytes>;
+type ShopBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
 fn reply(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<ShopBody> {
-    let mut r = Response::new(Full::new(body.into()));
+    let mut r = Response::new(Full::new(body.into()).boxed());
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -219,6 +227,10 @@ async fn handle(shop: Arc<Shop>, req: Request<Incoming>) -> Result<Response<Shop
             return Ok(reply(StatusCode::OK, "text/plain", "reset\n"));
         }
         (_, "/__shop/echo") => return Ok(echo(req).await),
+        (&Method::POST, "/__shop/upload") => return Ok(upload(&shop.stats, req).await),
+        (&Method::GET, "/__shop/stream") => {
+            return Ok(stream(&shop.stats, req.uri().query().unwrap_or("")))
+        }
         _ => {}
     }
 
@@ -395,6 +407,69 @@ async fn echo(req: Request<Incoming>) -> Response<ShopBody> {
     r.headers_mut()
         .insert("keep-alive", HeaderValue::from_static("timeout=5"));
     r
+}
+
+async fn upload(stats: &Arc<ShopStats>, req: Request<Incoming>) -> Response<ShopBody> {
+    let mut body = req.into_body();
+    let mut all = Vec::new();
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    stats
+                        .upload_bytes
+                        .fetch_add(d.len() as u64, Ordering::SeqCst);
+                    all.extend_from_slice(d);
+                }
+            }
+            Err(_) => return reply(StatusCode::BAD_REQUEST, "text/plain", "body failed\n"),
+        }
+    }
+    reply(
+        StatusCode::OK,
+        "application/json",
+        serde_json::json!({"body_len": all.len(), "body_sha": fnv(&all)}).to_string(),
+    )
+}
+
+fn stream(stats: &Arc<ShopStats>, query: &str) -> Response<ShopBody> {
+    let chunks: usize = query_param(query, "chunks")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let ms: u64 = query_param(query, "ms")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, Infallible>>(1);
+    let stats = stats.clone();
+    tokio::spawn(async move {
+        for i in 0..chunks {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            if tx
+                .send(Ok(http_body::Frame::data(Bytes::from(format!(
+                    "chunk {i}\n"
+                )))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        stats.streams_done.fetch_add(1, Ordering::SeqCst);
+    });
+    let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
+    let mut r = Response::new(body.boxed());
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}
+
+/// An mpsc receiver as a stream, without pulling in tokio-stream for one use.
+fn tokio_stream_from<T>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// A cheap body fingerprint so tests can check a body crossed intact.

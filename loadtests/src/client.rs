@@ -108,7 +108,12 @@ enum Inner {
 
 impl HttpClient {
     /// A client for `addr`, sending `authority` as Host, with at most `max_connections` in use.
-    pub fn new(kind: ClientKind, addr: SocketAddr, authority: &str, max_connections: usize) -> Self {
+    pub fn new(
+        kind: ClientKind,
+        addr: SocketAddr,
+        authority: &str,
+        max_connections: usize,
+    ) -> Self {
         let inner = match kind {
             ClientKind::Pool => Inner::Pool {
                 addr,
@@ -128,7 +133,8 @@ impl HttpClient {
         };
         HttpClient {
             inner,
-            host: HeaderValue::from_str(authority).unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            host: HeaderValue::from_str(authority)
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             permits: Semaphore::new(max_connections.max(1)),
             opened: AtomicU64::new(0),
         }
@@ -165,17 +171,24 @@ impl HttpClient {
     pub async fn request(&self, req: &Req<'_>, want: Want) -> Result<Resp, ClientError> {
         // The permit bounds connections in use; waiting for it is part of the
         // request's latency, as a browser waiting for a free connection would see.
-        let _permit = self.permits.acquire().await.map_err(|e| ClientError::Other(e.to_string()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| ClientError::Other(e.to_string()))?;
         match &self.inner {
             Inner::Pool { addr, idle } => self.pooled(*addr, idle, req, want).await,
             Inner::Legacy { client, origin } => {
-                let resp = client.request(self.build(req, Some(origin))).await.map_err(|e| {
-                    if e.is_connect() {
-                        ClientError::Connect(format!("{e:?}"))
-                    } else {
-                        ClientError::Other(format!("{e:?}"))
-                    }
-                })?;
+                let resp = client
+                    .request(self.build(req, Some(origin)))
+                    .await
+                    .map_err(|e| {
+                        if e.is_connect() {
+                            ClientError::Connect(format!("{e:?}"))
+                        } else {
+                            ClientError::Other(format!("{e:?}"))
+                        }
+                    })?;
                 read(resp, want).await
             }
         }
@@ -202,7 +215,9 @@ impl HttpClient {
                 if reused {
                     continue;
                 }
-                return Err(ClientError::Connect("connection closed right after handshake".into()));
+                return Err(ClientError::Connect(
+                    "connection closed right after handshake".into(),
+                ));
             }
             match sender.send_request(self.build(req, None)).await {
                 Ok(resp) => {
@@ -212,7 +227,12 @@ impl HttpClient {
                     }
                     return Ok(r);
                 }
-                Err(e) if reused && retryable && !retried && (e.is_canceled() || e.is_incomplete_message()) => {
+                Err(e)
+                    if reused
+                        && retryable
+                        && !retried
+                        && (e.is_canceled() || e.is_incomplete_message()) =>
+                {
                     retried = true;
                 }
                 Err(e) => return Err(ClientError::Other(describe(&e))),
@@ -257,8 +277,14 @@ async fn read(resp: Response<Incoming>, want: Want) -> Result<Resp, ClientError>
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
-        out.retry_after = h.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
-        out.content_type = h.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        out.retry_after = h
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        out.content_type = h
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
     }
     let mut body = resp.into_body();
     let mut kept = want.body.then(Vec::new);

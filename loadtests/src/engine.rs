@@ -107,10 +107,23 @@ impl Ctx {
     }
 
     /// Records how a request ended.
-    pub(crate) fn record(&self, now: Instant, entry: usize, outcome: &Result<Resp, Failure>, latency: Duration) {
+    pub(crate) fn record(
+        &self,
+        now: Instant,
+        entry: usize,
+        outcome: &Result<Resp, Failure>,
+        latency: Duration,
+    ) {
         let mut rec = self.rec();
         match outcome {
-            Ok(r) => rec.completed(now, entry, Some(r.status), Class::of_status(r.status), latency, r.bytes),
+            Ok(r) => rec.completed(
+                now,
+                entry,
+                Some(r.status),
+                Class::of_status(r.status),
+                latency,
+                r.bytes,
+            ),
             Err(Failure::Timeout) => rec.completed(now, entry, None, Class::Timeout, latency, 0),
             Err(Failure::Connect(e)) => {
                 rec.completed(now, entry, None, Class::ConnectError, latency, 0);
@@ -161,9 +174,19 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         m => m.clone(),
     };
     let start = Instant::now();
-    let names: Vec<String> = scenario.mix.entries().iter().map(|e| e.name.clone()).collect();
+    let names: Vec<String> = scenario
+        .mix
+        .entries()
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
     let ctx = Arc::new(Ctx {
-        client: HttpClient::new(opts.client, target.addr, &target.authority, scenario.max_connections),
+        client: HttpClient::new(
+            opts.client,
+            target.addr,
+            &target.authority,
+            scenario.max_connections,
+        ),
         rec: Mutex::new(Recorder::new(start, &names)),
         in_flight: AtomicUsize::new(0),
         sent: AtomicU64::new(0),
@@ -171,19 +194,35 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         timeout: scenario.timeout,
         hard_stop: start + max_duration,
         mix: scenario.mix.clone(),
-        jars: (0..scenario.sessions).map(|_| Mutex::new(CookieJar::default())).collect(),
+        jars: (0..scenario.sessions)
+            .map(|_| Mutex::new(CookieJar::default()))
+            .collect(),
         base_path: target.base_path.clone(),
         max_requests,
     });
 
     let cpu0 = cpu_seconds(None);
-    let child_cpu0: Vec<Option<f64>> = opts.processes.iter().map(|(_, pid)| cpu_seconds(Some(*pid))).collect();
+    let child_cpu0: Vec<Option<f64>> = opts
+        .processes
+        .iter()
+        .map(|(_, pid)| cpu_seconds(Some(*pid)))
+        .collect();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let progress = opts
-        .progress
-        .then(|| tokio::spawn(progress_loop(ctx.clone(), opts.label.clone(), stop_rx.clone())));
-    let scraper = (metrics.is_some() || shop.is_some())
-        .then(|| tokio::spawn(scrape_loop(metrics.clone(), shop.clone(), start, stop_rx.clone())));
+    let progress = opts.progress.then(|| {
+        tokio::spawn(progress_loop(
+            ctx.clone(),
+            opts.label.clone(),
+            stop_rx.clone(),
+        ))
+    });
+    let scraper = (metrics.is_some() || shop.is_some()).then(|| {
+        tokio::spawn(scrape_loop(
+            metrics.clone(),
+            shop.clone(),
+            start,
+            stop_rx.clone(),
+        ))
+    });
 
     let end_of_load = match &model {
         LoadModel::Open(schedule) => {
@@ -202,7 +241,9 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     };
 
     // Drain: give what is in flight its timeout, within the hard stop.
-    let drain_deadline = (Instant::now().max(end_of_load) + scenario.timeout + Duration::from_millis(100)).min(ctx.hard_stop);
+    let drain_deadline =
+        (Instant::now().max(end_of_load) + scenario.timeout + Duration::from_millis(100))
+            .min(ctx.hard_stop);
     while ctx.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -220,7 +261,10 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         None => (Vec::new(), None),
     };
     let origin = match &shop {
-        Some((c, path)) => fetch(c, path).await.ok().and_then(|b| serde_json::from_slice::<ShopStats>(&b).ok()),
+        Some((c, path)) => fetch(c, path)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ShopStats>(&b).ok()),
         None => None,
     };
 
@@ -254,7 +298,10 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         url: opts.target_url.clone(),
         model: model.as_str().to_string(),
         client: opts.client,
-        planned_s: model.duration().as_secs_f64().min(max_duration.as_secs_f64()),
+        planned_s: model
+            .duration()
+            .as_secs_f64()
+            .min(max_duration.as_secs_f64()),
         wall_s: wall,
         peak_rate,
         unfinished,
@@ -263,13 +310,22 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         metrics: points,
         gateway,
         origin,
-        has_shoppers: scenario.mix.entries().iter().any(|e| matches!(e.kind, EntryKind::Shopper(_))),
+        has_shoppers: scenario
+            .mix
+            .entries()
+            .iter()
+            .any(|e| matches!(e.kind, EntryKind::Shopper(_))),
     };
     let report = report::build(&ctx.rec(), info);
     Ok(report)
 }
 
-async fn open_model(ctx: &Arc<Ctx>, schedule: &crate::schedule::Schedule, scenario: &Scenario, start: Instant) {
+async fn open_model(
+    ctx: &Arc<Ctx>,
+    schedule: &crate::schedule::Schedule,
+    scenario: &Scenario,
+    start: Instant,
+) {
     let mut rng = SmallRng::seed_from_u64(scenario.seed);
     let max_in_flight = scenario.max_in_flight;
     for offset in schedule.arrivals() {
@@ -329,7 +385,12 @@ async fn fire(ctx: Arc<Ctx>, due: Instant, entry: usize, path: String, jar: Opti
     let EntryKind::Request(spec) = &ctx.mix.entries()[entry].kind else {
         return;
     };
-    let cookie = jar.and_then(|j| ctx.jars[j].lock().unwrap_or_else(|p| p.into_inner()).header());
+    let cookie = jar.and_then(|j| {
+        ctx.jars[j]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .header()
+    });
     let req = Req {
         method: &spec.method,
         path: &path,
@@ -359,7 +420,8 @@ async fn closed_model(ctx: &Arc<Ctx>, users: usize, end: Instant, think: Duratio
     for u in 0..users {
         let ctx = ctx.clone();
         handles.push(tokio::spawn(async move {
-            let mut rng = SmallRng::seed_from_u64(seed ^ (u as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let mut rng =
+                SmallRng::seed_from_u64(seed ^ (u as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let mut jar = CookieJar::default();
             while Instant::now() < end && ctx.may_send() {
                 let entry = ctx.mix.pick(&mut rng);
@@ -382,7 +444,14 @@ async fn closed_model(ctx: &Arc<Ctx>, users: usize, end: Instant, think: Duratio
                         ctx.in_flight.fetch_add(1, Ordering::Relaxed);
                         let outcome = {
                             let _g = InFlight(&ctx.in_flight);
-                            ctx.send(&req, Want { headers: spec.cookies, body: false }).await
+                            ctx.send(
+                                &req,
+                                Want {
+                                    headers: spec.cookies,
+                                    body: false,
+                                },
+                            )
+                            .await
                         };
                         let now = Instant::now();
                         if let Ok(r) = &outcome {
@@ -459,8 +528,14 @@ type Scrape = (Arc<HttpClient>, String);
 async fn scrape_client(url: &str, allow_non_loopback: bool) -> anyhow::Result<Scrape> {
     let uri = check_url(url, allow_non_loopback)?;
     let t = Target::resolve(url, allow_non_loopback).await?;
-    let path = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    Ok((Arc::new(HttpClient::new(ClientKind::Pool, t.addr, &t.authority, 2)), path))
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    Ok((
+        Arc::new(HttpClient::new(ClientKind::Pool, t.addr, &t.authority, 2)),
+        path,
+    ))
 }
 
 /// GETs a small document, with a short timeout of its own.
@@ -473,9 +548,18 @@ pub(crate) async fn fetch(client: &HttpClient, path: &str) -> anyhow::Result<byt
         cookie: None,
         body: &empty,
     };
-    let resp = tokio::time::timeout(Duration::from_secs(2), client.request(&req, Want { headers: false, body: true }))
-        .await
-        .context("timed out")??;
+    let resp = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.request(
+            &req,
+            Want {
+                headers: false,
+                body: true,
+            },
+        ),
+    )
+    .await
+    .context("timed out")??;
     anyhow::ensure!(resp.status == 200, "status {}", resp.status);
     Ok(resp.body.unwrap_or_default())
 }

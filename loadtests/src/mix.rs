@@ -217,7 +217,9 @@ impl CookieJar {
         let value = value.trim().trim_matches('"');
         let expired = attrs.any(|a| {
             let a = a.trim();
-            a.len() > 8 && a[..8].eq_ignore_ascii_case("max-age=") && a[8..].trim().starts_with(['0', '-'])
+            a.len() > 8
+                && a[..8].eq_ignore_ascii_case("max-age=")
+                && a[8..].trim().starts_with(['0', '-'])
         });
         self.cookies.retain(|(k, _)| k != name);
         if !expired && !value.is_empty() {

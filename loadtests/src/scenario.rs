@@ -134,8 +134,9 @@ pub enum TargetSpec {
     Url(String),
     /// Start `floodgate shop` and `floodgate run` for this run.
     Spawn {
-        /// Gateway config template with `{shop_addr}`, `{listen}`, `{admin_listen}`.
-        gateway_config: PathBuf,
+        /// Gateway config template with `{shop_addr}`, `{listen}`, `{admin_listen}`;
+        /// without one only the shop is started (target `direct`).
+        gateway_config: Option<PathBuf>,
         /// The shop to start.
         shop: ShopProfile,
         /// Fixed shop address, for peers whose configs must name it.
@@ -235,20 +236,34 @@ fn duration(errs: &mut Vec<String>, key: &str, s: &str) -> Duration {
     match humantime::parse_duration(s) {
         Ok(d) => d,
         Err(e) => {
-            errs.push(format!("{key}: {s:?} is not a duration ({e}); write e.g. \"250ms\", \"10s\""));
+            errs.push(format!(
+                "{key}: {s:?} is not a duration ({e}); write e.g. \"250ms\", \"10s\""
+            ));
             Duration::ZERO
         }
     }
 }
 
-fn opt_duration(errs: &mut Vec<String>, key: &str, s: &Option<String>, default: Duration) -> Duration {
+fn opt_duration(
+    errs: &mut Vec<String>,
+    key: &str,
+    s: &Option<String>,
+    default: Duration,
+) -> Duration {
     s.as_deref().map_or(default, |s| duration(errs, key, s))
 }
 
-fn headers(errs: &mut Vec<String>, key: &str, h: &BTreeMap<String, String>) -> Vec<(HeaderName, HeaderValue)> {
+fn headers(
+    errs: &mut Vec<String>,
+    key: &str,
+    h: &BTreeMap<String, String>,
+) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::new();
     for (k, v) in h {
-        match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
             (Ok(n), Ok(v)) => out.push((n, v)),
             _ => errs.push(format!("{key}.{k}: not a valid header name/value")),
         }
@@ -306,13 +321,7 @@ impl Scenario {
             }
         }
         let target = if raw.target == "spawn" {
-            let gateway_config = match &raw.gateway_config {
-                Some(p) => base.join(p),
-                None => {
-                    errs.push("gateway_config: required when target = \"spawn\"".into());
-                    PathBuf::new()
-                }
-            };
+            let gateway_config = raw.gateway_config.as_ref().map(|p| base.join(p));
             TargetSpec::Spawn {
                 gateway_config,
                 shop: shop.unwrap_or(ShopProfile {
@@ -330,7 +339,10 @@ impl Scenario {
                 ));
             }
             if raw.gateway_config.is_some() || raw.shop.is_some() || raw.shop_listen.is_some() {
-                errs.push("gateway_config, shop, shop_listen: only meaningful with target = \"spawn\"".into());
+                errs.push(
+                    "gateway_config, shop, shop_listen: only meaningful with target = \"spawn\""
+                        .into(),
+                );
             }
             TargetSpec::Url(raw.target.clone())
         };
@@ -385,11 +397,19 @@ impl Scenario {
                         LoadModel::Closed {
                             users: c.users,
                             duration: duration(errs, "closed.duration", &c.duration),
-                            think_time: opt_duration(errs, "closed.think_time", &c.think_time, Duration::ZERO),
+                            think_time: opt_duration(
+                                errs,
+                                "closed.think_time",
+                                &c.think_time,
+                                Duration::ZERO,
+                            ),
                         }
                     }
                     None => {
-                        errs.push("closed: model = \"closed\" needs a [closed] table (users, duration)".into());
+                        errs.push(
+                            "closed: model = \"closed\" needs a [closed] table (users, duration)"
+                                .into(),
+                        );
                         LoadModel::Closed {
                             users: 1,
                             duration: Duration::ZERO,
@@ -399,7 +419,9 @@ impl Scenario {
                 }
             }
             other => {
-                errs.push(format!("model: {other:?} is neither \"open\" nor \"closed\""));
+                errs.push(format!(
+                    "model: {other:?} is neither \"open\" nor \"closed\""
+                ));
                 LoadModel::Open(Schedule::new(&[]))
             }
         };
@@ -436,13 +458,16 @@ impl Scenario {
             let kind = match m.kind.as_deref().unwrap_or("request") {
                 "request" => {
                     if !m.browse.is_empty() || m.checkout.is_some() || m.max_session.is_some() {
-                        errs.push(format!("{key}: browse/checkout/max_session are for kind = \"shopper\""));
+                        errs.push(format!(
+                            "{key}: browse/checkout/max_session are for kind = \"shopper\""
+                        ));
                     }
-                    let method = Method::from_bytes(m.method.as_deref().unwrap_or("GET").as_bytes())
-                        .unwrap_or_else(|_| {
-                            errs.push(format!("{key}.method: not an HTTP method"));
-                            Method::GET
-                        });
+                    let method =
+                        Method::from_bytes(m.method.as_deref().unwrap_or("GET").as_bytes())
+                            .unwrap_or_else(|_| {
+                                errs.push(format!("{key}.method: not an HTTP method"));
+                                Method::GET
+                            });
                     EntryKind::Request(RequestSpec {
                         method,
                         path: template(errs, &format!("{key}.path"), &m.path),
@@ -455,7 +480,12 @@ impl Scenario {
                     if m.method.is_some() || m.cookies.is_some() {
                         errs.push(format!("{key}: a shopper always GETs with its own cookies; drop method/cookies"));
                     }
-                    let max_session = opt_duration(errs, &format!("{key}.max_session"), &m.max_session, Duration::from_secs(30));
+                    let max_session = opt_duration(
+                        errs,
+                        &format!("{key}.max_session"),
+                        &m.max_session,
+                        Duration::from_secs(30),
+                    );
                     if max_session > MAX_RUN {
                         errs.push(format!("{key}.max_session: over the one-hour ceiling"));
                     }
@@ -467,17 +497,37 @@ impl Scenario {
                             .enumerate()
                             .map(|(j, p)| template(errs, &format!("{key}.browse[{j}]"), p))
                             .collect(),
-                        checkout: m.checkout.as_deref().map(|p| template(errs, &format!("{key}.checkout"), p)),
+                        checkout: m
+                            .checkout
+                            .as_deref()
+                            .map(|p| template(errs, &format!("{key}.checkout"), p)),
                         body,
                         headers: h,
-                        think_time: opt_duration(errs, &format!("{key}.think_time"), &m.think_time, Duration::from_millis(500)),
+                        think_time: opt_duration(
+                            errs,
+                            &format!("{key}.think_time"),
+                            &m.think_time,
+                            Duration::from_millis(500),
+                        ),
                         max_session,
-                        poll_interval: opt_duration(errs, &format!("{key}.poll_interval"), &m.poll_interval, Duration::from_secs(2)),
-                        max_poll_interval: opt_duration(errs, &format!("{key}.max_poll_interval"), &m.max_poll_interval, Duration::from_secs(10)),
+                        poll_interval: opt_duration(
+                            errs,
+                            &format!("{key}.poll_interval"),
+                            &m.poll_interval,
+                            Duration::from_secs(2),
+                        ),
+                        max_poll_interval: opt_duration(
+                            errs,
+                            &format!("{key}.max_poll_interval"),
+                            &m.max_poll_interval,
+                            Duration::from_secs(10),
+                        ),
                     })
                 }
                 other => {
-                    errs.push(format!("{key}.kind: {other:?} is neither \"request\" nor \"shopper\""));
+                    errs.push(format!(
+                        "{key}.kind: {other:?} is neither \"request\" nor \"shopper\""
+                    ));
                     continue;
                 }
             };
@@ -544,7 +594,6 @@ mod tests {
         "#;
         let err = Scenario::parse(text, "x.toml", Path::new(".")).unwrap_err();
         let all = err.to_string();
-        assert!(all.contains("gateway_config"), "{all}");
         assert!(all.contains("timeout"), "{all}");
         assert!(all.contains("phases[0]"), "{all}");
         assert!(all.contains("mix[0].path"), "{all}");

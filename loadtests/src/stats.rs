@@ -253,7 +253,15 @@ impl Recorder {
     }
 
     /// A request ended at `now`.
-    pub fn completed(&mut self, now: Instant, entry: usize, status: Option<u16>, class: Class, latency: Duration, bytes: u64) {
+    pub fn completed(
+        &mut self,
+        now: Instant,
+        entry: usize,
+        status: Option<u16>,
+        class: Class,
+        latency: Duration,
+        bytes: u64,
+    ) {
         let l = us(latency);
         self.classes[class.index()] += 1;
         self.bytes += bytes;

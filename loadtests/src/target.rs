@@ -54,7 +54,9 @@ pub fn is_loopback_host(host: &str) -> bool {
     }
     match h.parse::<IpAddr>() {
         Ok(IpAddr::V4(v4)) => v4.is_loopback(),
-        Ok(IpAddr::V6(v6)) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        Ok(IpAddr::V6(v6)) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
         Err(_) => false,
     }
 }
@@ -65,15 +67,23 @@ pub fn check_url(url: &str, allow_non_loopback: bool) -> Result<Uri, TargetError
         url: url.to_string(),
         why: why.to_string(),
     };
-    let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some(_) => return Err(bad("only http:// is supported (loopback load needs no TLS)")),
+        Some(_) => {
+            return Err(bad(
+                "only http:// is supported (loopback load needs no TLS)",
+            ))
+        }
         None => return Err(bad("needs a scheme, e.g. http://127.0.0.1:8080")),
     }
     let host = uri.host().ok_or_else(|| bad("has no host"))?;
     if !allow_non_loopback && !is_loopback_host(host) {
-        return Err(TargetError::NotLoopback { host: host.to_string() });
+        return Err(TargetError::NotLoopback {
+            host: host.to_string(),
+        });
     }
     Ok(uri)
 }
@@ -84,7 +94,10 @@ impl Target {
         let uri = check_url(url, allow_non_loopback)?;
         let host = uri.host().unwrap_or_default().to_string();
         let port = uri.port_u16().unwrap_or(80);
-        let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => tokio::net::lookup_host((bare.as_str(), port))
@@ -109,7 +122,10 @@ impl Target {
                 host: host.clone(),
                 why: "no address".into(),
             })?;
-        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_else(|| format!("{host}:{port}"));
+        let authority = uri
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| format!("{host}:{port}"));
         let base_path = uri.path().trim_end_matches('/').to_string();
         Ok(Target {
             url: url.to_string(),
@@ -126,10 +142,26 @@ mod tests {
 
     #[test]
     fn loopback_hosts_are_recognised() {
-        for h in ["127.0.0.1", "127.9.9.9", "localhost", "LOCALHOST", "[::1]", "::1", "[::ffff:127.0.0.1]"] {
+        for h in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "localhost",
+            "LOCALHOST",
+            "[::1]",
+            "::1",
+            "[::ffff:127.0.0.1]",
+        ] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in ["10.0.0.1", "192.168.1.1", "example.com", "0.0.0.0", "[::]", "8.8.8.8", "localhost.example.com"] {
+        for h in [
+            "10.0.0.1",
+            "192.168.1.1",
+            "example.com",
+            "0.0.0.0",
+            "[::]",
+            "8.8.8.8",
+            "localhost.example.com",
+        ] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }

@@ -52,6 +52,33 @@ impl Percentiles {
     }
 }
 
+/// How many responses (and timeouts) took at least `ms`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct AtLeast {
+    /// Threshold, ms.
+    pub ms: f64,
+    /// Requests at or above it.
+    pub count: u64,
+}
+
+/// Thresholds of [`RunReport::latency_at_least`], ms.
+pub const THRESHOLDS_MS: [f64; 11] = [1.0, 5.0, 10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0];
+
+fn at_least(h: &Histogram<u64>) -> Vec<AtLeast> {
+    THRESHOLDS_MS
+        .iter()
+        .map(|&ms| {
+            let t = (ms * 1000.0) as u64;
+            let count = h
+                .iter_recorded()
+                .filter(|v| h.highest_equivalent(v.value_iterated_to()) >= t)
+                .map(|v| v.count_at_value())
+                .sum();
+            AtLeast { ms, count }
+        })
+        .collect()
+}
+
 /// CPU used by a process during the run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ProcessCpu {
@@ -189,6 +216,8 @@ pub struct RunReport {
     pub latency_refusals: Option<Percentiles>,
     /// By class.
     pub latency_by_class: BTreeMap<String, Percentiles>,
+    /// Tail counts of all responses and timeouts at fixed thresholds.
+    pub latency_at_least: Vec<AtLeast>,
     /// How late the generator sent against its schedule.
     pub dispatch_lag: Option<Percentiles>,
     /// Connections opened (pool client).
@@ -274,7 +303,9 @@ pub fn build(rec: &Recorder, info: BuildInfo) -> RunReport {
         .collect();
     let latency_by_class = Class::ALL
         .iter()
-        .filter_map(|c| Percentiles::of(&rec.by_class[*c as usize]).map(|p| (c.as_str().to_string(), p)))
+        .filter_map(|c| {
+            Percentiles::of(&rec.by_class[*c as usize]).map(|p| (c.as_str().to_string(), p))
+        })
         .collect();
     let timeline = rec
         .timeline
@@ -288,8 +319,10 @@ pub fn build(rec: &Recorder, info: BuildInfo) -> RunReport {
                 .iter()
                 .map(|c| (c.as_str().to_string(), s.completed[*c as usize]))
                 .collect(),
-            p50_ms: (!s.latency.is_empty()).then(|| s.latency.value_at_quantile(0.5) as f64 / 1000.0),
-            p99_ms: (!s.latency.is_empty()).then(|| s.latency.value_at_quantile(0.99) as f64 / 1000.0),
+            p50_ms: (!s.latency.is_empty())
+                .then(|| s.latency.value_at_quantile(0.5) as f64 / 1000.0),
+            p99_ms: (!s.latency.is_empty())
+                .then(|| s.latency.value_at_quantile(0.99) as f64 / 1000.0),
         })
         .collect();
     let planned = info.planned_s.max(1e-9);
@@ -311,7 +344,10 @@ pub fn build(rec: &Recorder, info: BuildInfo) -> RunReport {
         }
     }
     if info.unfinished > 0 {
-        warnings.push(format!("{} requests were still open at the hard stop", info.unfinished));
+        warnings.push(format!(
+            "{} requests were still open at the hard stop",
+            info.unfinished
+        ));
     }
     let connect_errors = rec.classes[Class::ConnectError as usize];
     if connect_errors > 0 {
@@ -332,7 +368,10 @@ pub fn build(rec: &Recorder, info: BuildInfo) -> RunReport {
     });
     if let Some(s) = &shoppers {
         if s.thrown_out > 0 {
-            warnings.push(format!("{} admitted shoppers were sent back to the waiting page", s.thrown_out));
+            warnings.push(format!(
+                "{} admitted shoppers were sent back to the waiting page",
+                s.thrown_out
+            ));
         }
     }
     RunReport {
@@ -353,11 +392,16 @@ pub fn build(rec: &Recorder, info: BuildInfo) -> RunReport {
         send_rate: rec.sent as f64 / planned,
         goodput: ok as f64 / planned,
         classes,
-        statuses: rec.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        statuses: rec
+            .statuses
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
         latency_all: Percentiles::of(&rec.all),
         latency_2xx: Percentiles::of(&rec.by_class[Class::Success as usize]),
         latency_refusals: Percentiles::of(&rec.refusals),
         latency_by_class,
+        latency_at_least: at_least(&rec.all),
         dispatch_lag,
         connections_opened: info.connections_opened,
         bytes_received: rec.bytes,

@@ -1,0 +1,234 @@
+//! The `floodgate` command as an operator runs it: check, run, SIGTERM, SIGHUP.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
+
+fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
+    let p = dir.path().join("floodgate.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn check_names_the_key_of_a_bad_reference_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        r#"
+[[upstream]]
+name = "shop"
+servers = ["127.0.0.1:3000"]
+
+[[route]]
+name = "a"
+upstream = "shop"
+
+[[route]]
+name = "b"
+upstream = "shop"
+path_prefix = "/b"
+
+[[route]]
+name = "c"
+upstream = "shp"
+"#,
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("route[2].upstream: no upstream named \"shp\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("floodgate.toml"),
+        "the message names the file: {err}"
+    );
+}
+
+#[test]
+fn check_accepts_the_shipped_annotated_config() {
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/floodgate.toml"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn run_with_a_bad_config_exits_non_zero_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, "[server]\nshutdown_grace = \"a while\"\n");
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.shutdown_grace"));
+}
+
+/// A gateway process; killed on drop if still running.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn spawn_gateway(config: &std::path::Path) -> Process {
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut addr, mut admin) = (None, None);
+    while addr.is_none() || admin.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("gateway printed its addresses");
+        let a = line
+            .split("addr=")
+            .nth(1)
+            .map(|s| s.trim().parse::<SocketAddr>().unwrap());
+        if line.contains("admin listening") {
+            admin = a;
+        } else if line.contains("listening") {
+            addr = a;
+        }
+    }
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    Process {
+        child,
+        addr: addr.unwrap(),
+        admin: admin.unwrap(),
+    }
+}
+
+fn signal(p: &Process, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test]
+async fn sigterm_during_a_slow_request_lets_it_finish_then_exits_0() {
+    let shop = fast_shop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &config_text(shop.addr, ""));
+    let mut gw = spawn_gateway(&path);
+    let addr = gw.addr;
+    let slow = tokio::spawn(async move { get(addr, "/__shop/slow?ms=1500").await });
+    let stats = shop.stats.clone();
+    eventually(
+        "the slow request reached the origin",
+        Duration::from_secs(5),
+        || {
+            let s = stats.clone();
+            async move { s.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 1 }
+        },
+    )
+    .await;
+    signal(&gw, "-TERM");
+    let answer = slow.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "slow\n");
+    let status = tokio::task::spawn_blocking(move || gw.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config_and_a_bad_reload_keeps_the_old_one() {
+    let shop = fast_shop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &config_text(shop.addr, ""));
+    let gw = spawn_gateway(&path);
+    assert_eq!(
+        get(gw.addr, "/shop-a/fast").await.status,
+        404,
+        "shop has no such page"
+    );
+
+    // A second route that answers for a prefix with a different upstream name.
+    let text = config_text(shop.addr, "").replace(
+        "[[route]]\nname = \"shop\"",
+        "[[route]]\nname = \"renamed\"",
+    );
+    std::fs::write(&path, &text).unwrap();
+    signal(&gw, "-HUP");
+    let admin = gw.admin;
+    eventually(
+        "the reload is counted",
+        Duration::from_secs(5),
+        || async move {
+            let m = get(admin, "/metrics").await.text();
+            metric(&m, "floodgate_config_reloads_total{result=\"ok\"}") == Some(1.0)
+        },
+    )
+    .await;
+    get(gw.addr, "/fast").await;
+    let m = get(admin, "/metrics").await.text();
+    assert_eq!(
+        metric(
+            &m,
+            "floodgate_requests_total{route=\"renamed\",status_class=\"2xx\"}"
+        ),
+        Some(1.0)
+    );
+
+    std::fs::write(&path, "[server]\nlisten = 7\n").unwrap();
+    let a = send(
+        http::Request::post(format!("http://{admin}/admin/reload"))
+            .body(http_body_util::Full::<bytes::Bytes>::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 422);
+    assert!(a.text().contains("server.listen"), "{}", a.text());
+    assert_eq!(
+        get(gw.addr, "/fast").await.status,
+        200,
+        "the old config keeps serving"
+    );
+}

@@ -83,7 +83,7 @@ impl StateStore for BoundedStore {
 /// The stored theoretical arrival time of a bucket (0: never used).
 fn tat_of(state: &InMemoryState) -> u64 {
     state
-        .measure_and_replace(&NotKeyed::NonKey, |prev| Err::<((), Nanos), _>(prev))
+        .measure_and_replace(&NotKeyed::NonKey, Err::<((), Nanos), _>)
         .unwrap_err()
         .map_or(0, u64::from)
 }

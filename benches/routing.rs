@@ -19,6 +19,7 @@ fn portal(sites: usize) -> Vec<RouteConfig> {
                 upstream: 0,
                 priority: Vec::new(),
                 cache: None,
+                rate_limits: Default::default(),
             });
         }
     }

@@ -38,6 +38,12 @@ pub enum GatewayError {
         /// What hyper said.
         detail: String,
     },
+    /// Over a rate limit of the route.
+    #[error("{0}")]
+    RateLimited(Box<crate::rate_limit::RateLimited>),
+    /// The client address is on the route's deny list.
+    #[error("this client address is not allowed on this site")]
+    Denied,
     /// The gateway is shutting down and takes no new requests on this connection.
     #[error("shutting down")]
     ShuttingDown,
@@ -85,6 +91,8 @@ impl GatewayError {
             GatewayError::QueueTimeout { .. } => "queue_timeout",
             GatewayError::QueueOverloaded { .. } => "codel",
             GatewayError::CircuitOpen { .. } => "circuit_open",
+            GatewayError::RateLimited(_) => "rate_limited",
+            GatewayError::Denied => "denied",
         }
     }
 }

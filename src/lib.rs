@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod rate_limit;
 pub mod respond;
 pub mod router;
 pub mod server;

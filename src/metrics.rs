@@ -71,6 +71,8 @@ pub struct Metrics {
     pub cache_fills_in_flight: IntGauge,
     /// `floodgate_cache_hit_for_miss_entries`.
     pub cache_hit_for_miss_entries: IntGauge,
+    /// Rate limit families (`floodgate_rate_limited_total` and friends).
+    pub rate_limit: crate::rate_limit::RateLimitMetrics,
 }
 
 impl Metrics {
@@ -246,7 +248,9 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
+        let rate_limit = crate::rate_limit::RateLimitMetrics::register(&registry);
         Arc::new(Metrics {
+            rate_limit,
             registry,
             requests,
             request_duration,

@@ -50,6 +50,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Upstream name, for logs.
     pub upstream: Arc<str>,
+    /// Rate limits and address lists, kept to carry buckets over a reload.
+    pub rate_limits: Option<Arc<crate::rate_limit::RouteLimits>>,
 }
 
 /// Everything built from one config: what the hot path reads through one `ArcSwap`.
@@ -92,11 +94,27 @@ impl Compiled {
         let routes = config
             .routes
             .iter()
-            .map(|r| Route {
-                name: r.name.as_str().into(),
-                service: route_stack(r, upstreams[r.upstream].clone(), &cache, metrics),
-                metrics: metrics.route(&r.name),
-                upstream: upstreams[r.upstream].name().into(),
+            .map(|r| {
+                let old = previous.and_then(|p| p.routes.iter().find(|o| *o.name == *r.name));
+                let rate_limits = crate::rate_limit::RouteLimits::build(
+                    &r.name,
+                    &r.rate_limits,
+                    &metrics.rate_limit,
+                    old.and_then(|o| o.rate_limits.as_deref()),
+                );
+                Route {
+                    name: r.name.as_str().into(),
+                    service: route_stack(
+                        r,
+                        upstreams[r.upstream].clone(),
+                        rate_limits.clone(),
+                        &cache,
+                        metrics,
+                    ),
+                    metrics: metrics.route(&r.name),
+                    upstream: upstreams[r.upstream].name().into(),
+                    rate_limits,
+                }
             })
             .collect();
         let via = HeaderValue::from_str(&config.server.via_name)

@@ -4,7 +4,7 @@
 //! the client asked for (JSON for API clients, plain text otherwise), is never cached,
 //! and carries `Retry-After` when trying again later can help.
 
-use http::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 
 use crate::body::{self, Body};
@@ -25,6 +25,8 @@ pub fn status(err: &GatewayError) -> StatusCode {
         | GatewayError::QueueTimeout { .. }
         | GatewayError::QueueOverloaded { .. }
         | GatewayError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+        GatewayError::Denied => StatusCode::FORBIDDEN,
     }
 }
 
@@ -53,6 +55,7 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
         GatewayError::CircuitOpen { retry_after, .. } => {
             Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
         }
+        GatewayError::RateLimited(rl) => Some(rl.retry_after_secs),
         _ => None,
     };
     let shed_page = matches!(
@@ -69,6 +72,14 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
             "message": message,
         });
         ("application/json", format!("{v}\n"))
+    } else if let GatewayError::RateLimited(rl) = err {
+        // A browser gets a page a person can read; the wait is in Retry-After as well.
+        let html = format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>Too many requests</title></head>\
+             <body><h1>Too many requests</h1><p>Please wait {} seconds and try again.</p></body></html>\n",
+            rl.retry_after_secs
+        );
+        ("text/html; charset=utf-8", html)
     } else if shed_page {
         // Shed answers reach shoppers' browsers during a sale: a tiny page, not a bare line.
         // No auto-refresh: it would turn a refused POST into a GET of the same URL.
@@ -96,6 +107,15 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(s) = retry_after {
         h.insert(RETRY_AFTER, HeaderValue::from(s));
+    }
+    if let GatewayError::RateLimited(rl) = err {
+        // IETF httpapi RateLimit fields (draft-ietf-httpapi-ratelimit-headers): the policy
+        // of the limit that refused, and r=0 with t equal to Retry-After.
+        h.insert(
+            HeaderName::from_static("ratelimit-policy"),
+            rl.policy.clone(),
+        );
+        h.insert(HeaderName::from_static("ratelimit"), rl.rate_limit_field());
     }
     resp
 }

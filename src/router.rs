@@ -122,6 +122,7 @@ mod tests {
             upstream: 0,
             priority: Vec::new(),
             cache: None,
+            rate_limits: Default::default(),
         }
     }
 

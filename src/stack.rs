@@ -21,6 +21,7 @@ use crate::cache::{CacheLayer, HttpCache};
 use crate::config::RouteConfig;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
+use crate::rate_limit::{RateLimitLayer, RouteLimits};
 use crate::upstream::{Upstream, UpstreamService};
 
 /// A route's whole stack as one cloneable service.
@@ -30,6 +31,7 @@ pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, Gatew
 pub fn route_stack(
     route: &RouteConfig,
     upstream: Arc<Upstream>,
+    rate_limits: Option<Arc<RouteLimits>>,
     cache: &Arc<HttpCache>,
     metrics: &Metrics,
 ) -> RouteService {
@@ -40,6 +42,7 @@ pub fn route_stack(
         upstream.name(),
     );
     let svc = ServiceBuilder::new()
+        .option_layer(rate_limits.map(RateLimitLayer::new))
         .option_layer(
             route
                 .cache

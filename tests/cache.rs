@@ -168,8 +168,21 @@ async fn the_age_header_counts_the_time_the_page_spent_in_the_cache() {
     get(&s, &format!("{CC}?value=max-age%3D60"), &[]).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let b = get(&s, &format!("{CC}?value=max-age%3D60"), &[]).await;
-    assert_eq!(b.headers.get("age").unwrap(), "1");
-    assert_eq!(b.cache_status(), "floodgate; hit; ttl=58");
+    // At least the second slept; more only if this shared machine stalled the test.
+    let age: u64 = b
+        .headers
+        .get("age")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=3).contains(&age), "age {age}");
+    assert!(
+        b.cache_status().starts_with("floodgate; hit; ttl=5"),
+        "{}",
+        b.cache_status()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

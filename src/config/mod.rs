@@ -202,6 +202,8 @@ pub struct RouteConfig {
     pub priority: Vec<crate::admission::PriorityRule>,
     /// The route's cache rule; `None` when the route does not cache.
     pub cache: Option<crate::cache::config::CacheRule>,
+    /// `rate_limits`, `allow` and `deny`.
+    pub rate_limits: crate::rate_limit::RouteRateLimits,
 }
 
 /// One problem in a config file, with the key it concerns.
@@ -429,12 +431,8 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
                 }
             },
         };
-        if !r.rate_limits.is_empty() {
-            p.add(
-                format!("{key}.rate_limits"),
-                "rate limiting is not available in this build yet",
-            );
-        }
+        let rate_limits =
+            crate::rate_limit::config::compile(&key, &r.rate_limits, &r.allow, &r.deny, &mut p.0);
         let cache = r.cache.as_ref().and_then(|c| {
             crate::cache::config::compile_rule(
                 &format!("{key}.cache"),
@@ -459,6 +457,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             upstream,
             priority,
             cache,
+            rate_limits,
         });
     }
     for (i, _) in raw.waiting_room.iter().enumerate() {

@@ -108,6 +108,12 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     #[serde(default)]
     pub rate_limits: Vec<toml::Table>,
+    /// CIDRs that bypass the route's rate limits.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// CIDRs answered 403.
+    #[serde(default)]
+    pub deny: Vec<String>,
     pub cache: Option<crate::cache::config::RawRouteCache>,
     pub waiting_room: Option<String>,
     #[serde(default)]

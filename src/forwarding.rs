@@ -137,7 +137,13 @@ pub fn set_forwarded(
 }
 
 /// Appends this gateway to `Via` (RFC 9110 §7.6.3): `1.1 floodgate` or `2 floodgate`.
-pub fn append_via(headers: &mut HeaderMap, version: http::Version, via: &HeaderValue) {
+pub fn append_via(headers: &mut HeaderMap, version: http::Version, via: &Via) {
+    if !headers.contains_key(VIA) {
+        // The common case: nothing to append to, use the value built at config time.
+        headers.insert(VIA, via.for_version(version).clone());
+        return;
+    }
+    let via = &via.name;
     let proto: &[u8] = match version {
         http::Version::HTTP_2 => b"2 ",
         http::Version::HTTP_10 => b"1.0 ",
@@ -152,6 +158,41 @@ pub fn append_via(headers: &mut HeaderMap, version: http::Version, via: &HeaderV
     v.extend_from_slice(via.as_bytes());
     if let Ok(val) = HeaderValue::from_bytes(&v) {
         headers.insert(VIA, val);
+    }
+}
+
+/// This gateway's `Via` entries, built once per config.
+#[derive(Debug, Clone)]
+pub struct Via {
+    name: HeaderValue,
+    h10: HeaderValue,
+    h11: HeaderValue,
+    h2: HeaderValue,
+}
+
+impl Via {
+    /// Entries for the pseudonym `name` (falls back to "floodgate" if not a valid value).
+    pub fn new(name: &str) -> Self {
+        let name = HeaderValue::from_str(name).unwrap_or(HeaderValue::from_static("floodgate"));
+        let entry = |proto: &str| {
+            let mut v = proto.as_bytes().to_vec();
+            v.extend_from_slice(name.as_bytes());
+            HeaderValue::from_bytes(&v).expect("proto and a valid value")
+        };
+        Via {
+            h10: entry("1.0 "),
+            h11: entry("1.1 "),
+            h2: entry("2 "),
+            name,
+        }
+    }
+
+    fn for_version(&self, version: http::Version) -> &HeaderValue {
+        match version {
+            http::Version::HTTP_2 => &self.h2,
+            http::Version::HTTP_10 => &self.h10,
+            _ => &self.h11,
+        }
     }
 }
 

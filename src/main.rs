@@ -62,6 +62,11 @@ enum Command {
     },
 }
 
+/// mimalloc: glibc malloc was 8 % of the proxy's CPU in profiles, with buffers freed
+/// on a different worker thread than the one that allocated them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -65,7 +65,7 @@ pub struct Compiled {
     /// Upstreams, by index.
     pub upstreams: Vec<Arc<Upstream>>,
     /// `Via` pseudonym, pre-built.
-    pub via: HeaderValue,
+    pub via: forwarding::Via,
     /// Metrics for requests no route matched.
     pub unrouted: RouteMetrics,
     /// The process-wide HTTP cache, shared by every route and kept across reloads.
@@ -117,8 +117,7 @@ impl Compiled {
                 }
             })
             .collect();
-        let via = HeaderValue::from_str(&config.server.via_name)
-            .unwrap_or(HeaderValue::from_static("floodgate"));
+        let via = forwarding::Via::new(&config.server.via_name);
         Compiled {
             router: Router::new(&config.routes),
             routes,
@@ -143,6 +142,7 @@ pub struct Shared {
 pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    conn: Option<ConnGuard>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
@@ -178,18 +178,36 @@ pub async fn handle(
     let metrics = route.map(|r| &r.metrics).unwrap_or(&compiled.unrouted);
     metrics.observe(status, started.elapsed().as_secs_f64());
 
-    if compiled.config.log.access_log {
-        let log = AccessLog {
-            started,
-            method,
-            status,
-            route: route.map(|r| r.name.clone()),
-            upstream: route.filter(|_| upstream_ok).map(|r| r.upstream.clone()),
-            request_id: resp.headers().get(&forwarding::X_REQUEST_ID).cloned(),
-        };
-        resp = resp.map(|b| body::boxed(Guarded::new(b, log)));
+    let log = compiled.config.log.access_log.then(|| AccessLog {
+        started,
+        method,
+        status,
+        route: route.map(|r| r.name.clone()),
+        upstream: route.filter(|_| upstream_ok).map(|r| r.upstream.clone()),
+        request_id: resp.headers().get(&forwarding::X_REQUEST_ID).cloned(),
+    });
+    if conn.is_some() || log.is_some() {
+        // One wrapper for both, so the body is boxed once more, not twice.
+        let guard = ResponseGuard { conn, log };
+        resp = resp.map(|b| body::boxed(Guarded::new(b, guard)));
     }
     Ok(resp)
+}
+
+/// What a response holds until its body is done: the connection's in-flight count and
+/// the access-log line.
+struct ResponseGuard {
+    conn: Option<ConnGuard>,
+    log: Option<AccessLog>,
+}
+
+impl BodyGuard for ResponseGuard {
+    fn release(self, bytes: u64, complete: bool) {
+        if let Some(log) = self.log {
+            log.release(bytes, complete);
+        }
+        drop(self.conn);
+    }
 }
 
 fn route_of(compiled: &Compiled, req: &Request<Incoming>) -> Result<usize, GatewayError> {
@@ -387,9 +405,7 @@ pub async fn handle_counted(
     activity.in_flight.fetch_add(1, Ordering::Acquire);
     activity.requests.fetch_add(1, Ordering::Relaxed);
     activity.head_started.clear();
-    let guard = ConnGuard(activity);
-    let resp = handle(shared, peer, req).await?;
-    Ok(resp.map(|b| body::boxed(Guarded::new(b, guard))))
+    handle(shared, peer, Some(ConnGuard(activity)), req).await
 }
 
 /// Compile-time check: hyper's executor needs the request future to be `Send`, and

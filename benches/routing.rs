@@ -17,6 +17,7 @@ fn portal(sites: usize) -> Vec<RouteConfig> {
                 ],
                 path_prefix: prefix.into(),
                 upstream: 0,
+                waiting_room: None,
             });
         }
     }
@@ -31,11 +32,22 @@ fn routing(c: &mut Criterion) {
         let exact = format!("Shop{last}.example.com:443");
         let wildcard = format!("a.tenants{last}.example.com");
         g.bench_with_input(BenchmarkId::new("exact_host", sites), &exact, |b, host| {
-            b.iter(|| router.route(&normalize_host(black_box(host)), black_box("/api/cart/items")))
+            b.iter(|| {
+                router.route(
+                    &normalize_host(black_box(host)),
+                    black_box("/api/cart/items"),
+                )
+            })
         });
-        g.bench_with_input(BenchmarkId::new("wildcard_host", sites), &wildcard, |b, host| {
-            b.iter(|| router.route(&normalize_host(black_box(host)), black_box("/products/123")))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("wildcard_host", sites),
+            &wildcard,
+            |b, host| {
+                b.iter(|| {
+                    router.route(&normalize_host(black_box(host)), black_box("/products/123"))
+                })
+            },
+        );
     }
     g.finish();
 }

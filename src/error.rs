@@ -41,6 +41,12 @@ pub enum GatewayError {
     /// The gateway is shutting down and takes no new requests on this connection.
     #[error("shutting down")]
     ShuttingDown,
+    /// A client address asked for more waiting-room tickets than its per-minute share.
+    #[error("too many waiting-room tickets from this address")]
+    TicketRateLimited {
+        /// Seconds until the next minute's share.
+        retry_after: u64,
+    },
 }
 
 impl GatewayError {
@@ -54,6 +60,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::UpstreamProtocol { .. } => "upstream_protocol",
             GatewayError::ShuttingDown => "shutting_down",
+            GatewayError::TicketRateLimited { .. } => "waiting_room_ticket_limit",
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub connections_total: IntCounter,
     /// `floodgate_config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
+    /// `floodgate_waiting_room_*{room}`.
+    pub waiting_room: crate::waiting_room::metrics::Families,
 }
 
 impl Metrics {
@@ -118,7 +120,9 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
+        let waiting_room = crate::waiting_room::metrics::Families::register(&registry);
         Arc::new(Metrics {
+            waiting_room,
             registry,
             requests,
             request_duration,

@@ -23,6 +23,7 @@ use crate::respond;
 use crate::router::{normalize_host, Router};
 use crate::stack::{route_stack, RouteService};
 use crate::upstream::Upstream;
+use crate::waiting_room::Room;
 
 /// Facts about a request that every layer may need, set once by the front handler.
 #[derive(Debug, Clone)]
@@ -65,6 +66,8 @@ pub struct Compiled {
     pub via: HeaderValue,
     /// Metrics for requests no route matched.
     pub unrouted: RouteMetrics,
+    /// Waiting rooms, by index of [`Config::waiting_rooms`]; carried over by name.
+    pub waiting_rooms: Vec<Arc<Room>>,
 }
 
 impl Compiled {
@@ -73,7 +76,11 @@ impl Compiled {
     /// `previous` is the config being replaced on a reload: state whose rule did not
     /// change (limiter buckets, cached pages, waiting lines) is carried over from it.
     pub fn build(config: Config, metrics: &Metrics, previous: Option<&Compiled>) -> Self {
-        let _ = previous;
+        let waiting_rooms = crate::waiting_room::build_rooms(
+            &config.waiting_rooms,
+            &metrics.waiting_room,
+            previous.map_or(&[][..], |p| &p.waiting_rooms[..]),
+        );
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -84,7 +91,11 @@ impl Compiled {
             .iter()
             .map(|r| Route {
                 name: r.name.as_str().into(),
-                service: route_stack(r, upstreams[r.upstream].clone()),
+                service: route_stack(
+                    r,
+                    upstreams[r.upstream].clone(),
+                    r.waiting_room.map(|i| waiting_rooms[i].clone()),
+                ),
                 metrics: metrics.route(&r.name),
                 upstream: upstreams[r.upstream].name().into(),
             })
@@ -97,6 +108,7 @@ impl Compiled {
             upstreams,
             via,
             unrouted: metrics.route("_unrouted"),
+            waiting_rooms,
             config: Arc::new(config),
         }
     }

@@ -21,6 +21,7 @@ pub fn status(err: &GatewayError) -> StatusCode {
         }
         GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        GatewayError::TicketRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
@@ -41,6 +42,8 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
         | GatewayError::UpstreamTimeout { .. }
         | GatewayError::UpstreamProtocol { .. }
         | GatewayError::ShuttingDown => Some(1u64),
+        // Never 0 (PITFALLS): the next minute's share, at least a second away.
+        GatewayError::TicketRateLimited { retry_after } => Some((*retry_after).max(1)),
         _ => None,
     };
     let (content_type, text) = if json {

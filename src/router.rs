@@ -120,6 +120,7 @@ mod tests {
                 .collect(),
             path_prefix: prefix.into(),
             upstream: 0,
+            waiting_room: None,
         }
     }
 

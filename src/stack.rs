@@ -19,12 +19,19 @@ use crate::body::Body;
 use crate::config::RouteConfig;
 use crate::error::GatewayError;
 use crate::upstream::{Upstream, UpstreamService};
+use crate::waiting_room::{Room, WaitingRoomLayer};
 
 /// A route's whole stack as one cloneable service.
 pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, GatewayError>;
 
 /// Builds the stack for one route, outermost stage first.
-pub fn route_stack(_route: &RouteConfig, upstream: Arc<Upstream>) -> RouteService {
-    let svc = ServiceBuilder::new().service(UpstreamService::new(upstream));
+pub fn route_stack(
+    _route: &RouteConfig,
+    upstream: Arc<Upstream>,
+    room: Option<Arc<Room>>,
+) -> RouteService {
+    let svc = ServiceBuilder::new()
+        .option_layer(room.map(WaitingRoomLayer::new))
+        .service(UpstreamService::new(upstream));
     BoxCloneSyncService::new(svc)
 }

@@ -79,6 +79,17 @@ impl ExpiryRing {
         if target <= self.rolled_to {
             return;
         }
+        if self.rolled_to == 0 {
+            // First roll: the ring learns the clock; nothing was clamped before it.
+            for slot in self.slots.iter_mut() {
+                if slot.0 < target && slot.1 > 0 {
+                    self.total -= slot.1;
+                    *slot = (0, 0);
+                }
+            }
+            self.rolled_to = target;
+            return;
+        }
         if target - self.rolled_to >= RING_SLOTS as u64 {
             self.slots.iter_mut().for_each(|s| *s = (0, 0));
             self.total = 0;
@@ -98,6 +109,9 @@ impl ExpiryRing {
         let b = expires_ms / self.width_ms;
         if b < self.rolled_to {
             return None;
+        }
+        if self.rolled_to == 0 {
+            return Some(b);
         }
         Some(b.min(self.rolled_to + RING_SLOTS as u64 - 1))
     }
@@ -221,7 +235,8 @@ impl Line {
             next_ticket: 1,
             admitted: 0,
             perm_key,
-            tokens: 0.0,
+            // The first visitor to an empty room walks straight in.
+            tokens: 1.0,
             last_ms: None,
             blocks: vec![(u64::MAX, 0, 0); BLOCK_SLOTS],
             rate_ewma: 0.0,

@@ -170,7 +170,7 @@ pub fn poll_after(wait_low_s: u64, abandon_after: Duration) -> u64 {
 fn wait_text(lang: Lang, wait: Option<(u64, u64)>) -> String {
     match wait {
         None => lang.t("wait_unknown").to_string(),
-        Some((_, high)) if high < 60 && high <= 1 => lang.t("wait_soon").to_string(),
+        Some((_, high)) if high <= 1 => lang.t("wait_soon").to_string(),
         Some((low, high)) if high < 120 => lang
             .t("wait_seconds")
             .replace("{low}", &low.to_string())
@@ -351,7 +351,7 @@ mod tests {
     fn polls_are_rarer_far_from_the_front_and_never_exceed_a_third_of_abandon_after() {
         let far = poll_after(100_000, Duration::from_secs(600));
         let near = poll_after(3, Duration::from_secs(600));
-        assert!(far >= 16 && far <= 24, "{far}");
+        assert!((16..=24).contains(&far), "{far}");
         assert!(near <= 3, "{near}");
         assert!(poll_after(100_000, Duration::from_secs(3)) <= 2);
     }

@@ -443,10 +443,7 @@ impl Line {
     /// The position (1-based place in admission order) of ticket `t`; `None` before
     /// the pre-queue is drawn for a pre-queue ticket.
     pub fn position_of(&self, t: u64) -> Option<u64> {
-        let n = match self.prequeue {
-            None => return None,
-            Some(n) => n,
-        };
+        let n = self.prequeue?;
         if t <= n {
             return Some(permute(&self.perm_key, 0, n, t - 1) + 1);
         }

@@ -20,6 +20,7 @@ fn portal(sites: usize) -> Vec<RouteConfig> {
                 priority: Vec::new(),
                 cache: None,
                 rate_limits: Default::default(),
+                waiting_room: None,
             });
         }
     }

@@ -74,6 +74,12 @@ pub enum GatewayError {
         /// Until the first ejected server is tried again.
         retry_after: Duration,
     },
+    /// A client address asked for more waiting-room tickets than its per-minute share.
+    #[error("too many waiting-room tickets from this address")]
+    TicketRateLimited {
+        /// Seconds until the next minute's share.
+        retry_after: u64,
+    },
 }
 
 impl GatewayError {
@@ -93,6 +99,7 @@ impl GatewayError {
             GatewayError::CircuitOpen { .. } => "circuit_open",
             GatewayError::RateLimited(_) => "rate_limited",
             GatewayError::Denied => "denied",
+            GatewayError::TicketRateLimited { .. } => "waiting_room_ticket_limit",
         }
     }
 }

@@ -24,5 +24,6 @@ pub mod server;
 pub mod shop;
 pub mod stack;
 pub mod upstream;
+pub mod waiting_room;
 
 pub use gateway::Gateway;

@@ -73,6 +73,8 @@ pub struct Metrics {
     pub cache_hit_for_miss_entries: IntGauge,
     /// Rate limit families (`floodgate_rate_limited_total` and friends).
     pub rate_limit: crate::rate_limit::RateLimitMetrics,
+    /// `floodgate_waiting_room_*{room}`.
+    pub waiting_room: crate::waiting_room::metrics::Families,
 }
 
 impl Metrics {
@@ -249,8 +251,10 @@ impl Metrics {
             registry.register(c).expect("metric registered once");
         }
         let rate_limit = crate::rate_limit::RateLimitMetrics::register(&registry);
+        let waiting_room = crate::waiting_room::metrics::Families::register(&registry);
         Arc::new(Metrics {
             rate_limit,
+            waiting_room,
             registry,
             requests,
             request_duration,

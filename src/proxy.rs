@@ -24,6 +24,7 @@ use crate::respond;
 use crate::router::{normalize_host, Router};
 use crate::stack::{route_stack, RouteService};
 use crate::upstream::Upstream;
+use crate::waiting_room::Room;
 
 /// Facts about a request that every layer may need, set once by the front handler.
 #[derive(Debug, Clone)]
@@ -70,6 +71,8 @@ pub struct Compiled {
     pub unrouted: RouteMetrics,
     /// The process-wide HTTP cache, shared by every route and kept across reloads.
     pub cache: Arc<HttpCache>,
+    /// Waiting rooms, by index of [`Config::waiting_rooms`]; carried over by name.
+    pub waiting_rooms: Vec<Arc<Room>>,
 }
 
 impl Compiled {
@@ -83,6 +86,11 @@ impl Compiled {
             Some(p) if p.cache.settings == config.cache => p.cache.clone(),
             _ => HttpCache::new(&config.cache, metrics),
         };
+        let waiting_rooms = crate::waiting_room::build_rooms(
+            &config.waiting_rooms,
+            &metrics.waiting_room,
+            previous.map_or(&[][..], |p| &p.waiting_rooms[..]),
+        );
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams
             .iter()
@@ -108,6 +116,7 @@ impl Compiled {
                         r,
                         upstreams[r.upstream].clone(),
                         rate_limits.clone(),
+                        r.waiting_room.map(|i| waiting_rooms[i].clone()),
                         &cache,
                         metrics,
                     ),
@@ -125,6 +134,7 @@ impl Compiled {
             via,
             unrouted: metrics.route("_unrouted"),
             cache,
+            waiting_rooms,
             config: Arc::new(config),
         }
     }

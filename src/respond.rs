@@ -27,6 +27,7 @@ pub fn status(err: &GatewayError) -> StatusCode {
         | GatewayError::CircuitOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
         GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
         GatewayError::Denied => StatusCode::FORBIDDEN,
+        GatewayError::TicketRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
@@ -56,6 +57,8 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
             Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
         }
         GatewayError::RateLimited(rl) => Some(rl.retry_after_secs),
+        // Never 0 (PITFALLS): the next minute's share, at least a second away.
+        GatewayError::TicketRateLimited { retry_after } => Some((*retry_after).max(1)),
         _ => None,
     };
     let shed_page = matches!(

@@ -123,6 +123,7 @@ mod tests {
             priority: Vec::new(),
             cache: None,
             rate_limits: Default::default(),
+            waiting_room: None,
         }
     }
 

@@ -23,6 +23,7 @@ use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::rate_limit::{RateLimitLayer, RouteLimits};
 use crate::upstream::{Upstream, UpstreamService};
+use crate::waiting_room::{Room, WaitingRoomLayer};
 
 /// A route's whole stack as one cloneable service.
 pub type RouteService = BoxCloneSyncService<Request<Body>, Response<Body>, GatewayError>;
@@ -32,6 +33,7 @@ pub fn route_stack(
     route: &RouteConfig,
     upstream: Arc<Upstream>,
     rate_limits: Option<Arc<RouteLimits>>,
+    room: Option<Arc<Room>>,
     cache: &Arc<HttpCache>,
     metrics: &Metrics,
 ) -> RouteService {
@@ -43,6 +45,7 @@ pub fn route_stack(
     );
     let svc = ServiceBuilder::new()
         .option_layer(rate_limits.map(RateLimitLayer::new))
+        .option_layer(room.map(WaitingRoomLayer::new))
         .option_layer(
             route
                 .cache

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::body::{self, Body};
 use crate::config::{self, ConfigError};
 use crate::proxy::{Compiled, Shared};
+use crate::waiting_room;
 
 /// What the admin endpoints read and change.
 pub struct AdminState {
@@ -101,6 +102,9 @@ async fn answer(
             HeaderValue::from_static("Bearer"),
         );
         return Ok(r);
+    }
+    if req.uri().path().starts_with(waiting_room::admin::PREFIX) {
+        return Ok(waiting_rooms(&state, req).await);
     }
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => text(
@@ -251,4 +255,26 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
     let summary = changes.join("; ");
     tracing::info!(changes = %summary, "config reloaded");
     Ok(summary)
+}
+
+/// `/admin/waiting-rooms/…`: see [`waiting_room::admin`].
+async fn waiting_rooms(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let (parts, body) = req.into_parts();
+    // Settings are a few bytes of JSON; refuse anything bigger.
+    let body = match http_body_util::Limited::new(body, 64 * 1024)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", "too large\n"),
+    };
+    let compiled = state.shared.current.load_full();
+    let (status, json) = waiting_room::admin::handle(
+        &compiled.waiting_rooms,
+        &parts.method,
+        parts.uri.path(),
+        &body,
+    );
+    text(status, "application/json", json)
 }

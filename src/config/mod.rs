@@ -74,6 +74,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[cache]`: the process-wide HTTP cache store.
     pub cache: crate::cache::config::CacheSettings,
+    /// Waiting rooms in file order; routes refer to them by index.
+    pub waiting_rooms: Vec<crate::waiting_room::RoomConfig>,
 }
 
 /// `[server]`, compiled.
@@ -204,6 +206,8 @@ pub struct RouteConfig {
     pub cache: Option<crate::cache::config::CacheRule>,
     /// `rate_limits`, `allow` and `deny`.
     pub rate_limits: crate::rate_limit::RouteRateLimits,
+    /// Index into [`Config::waiting_rooms`], if the route has a room.
+    pub waiting_room: Option<usize>,
 }
 
 /// One problem in a config file, with the key it concerns.
@@ -361,11 +365,22 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
     let mut routes = Vec::with_capacity(raw.route.len());
     let mut route_names = HashSet::new();
     let mut route_places = HashSet::new();
-    let room_names: HashSet<String> = raw
-        .waiting_room
-        .iter()
-        .filter_map(|t| t.get("name").and_then(|v| v.as_str()).map(str::to_string))
-        .collect();
+    let mut waiting_rooms = Vec::with_capacity(raw.waiting_room.len());
+    for (i, w) in raw.waiting_room.iter().enumerate() {
+        let key = format!("waiting_room[{i}]");
+        let room = crate::waiting_room::config::compile(&key, w, &mut p.0);
+        if !room.name.is_empty()
+            && waiting_rooms
+                .iter()
+                .any(|r: &crate::waiting_room::RoomConfig| r.name == room.name)
+        {
+            p.add(
+                format!("{key}.name"),
+                format!("duplicate waiting_room name {:?}", room.name),
+            );
+        }
+        waiting_rooms.push(room);
+    }
     for (i, r) in raw.route.iter().enumerate() {
         let key = format!("route[{i}]");
         let name = r.name.clone().unwrap_or_default();
@@ -441,14 +456,16 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
                 &mut p.0,
             )
         });
-        if let Some(room) = &r.waiting_room {
-            if !room_names.contains(room) {
+        let waiting_room = r.waiting_room.as_ref().and_then(|room| {
+            let idx = waiting_rooms.iter().position(|w| &w.name == room);
+            if idx.is_none() {
                 p.add(
                     format!("{key}.waiting_room"),
                     format!("no waiting_room named {room:?}"),
                 );
             }
-        }
+            idx
+        });
         let priority = admission::compile_priority(&key, &r.priority, &mut p);
         routes.push(RouteConfig {
             name,
@@ -458,13 +475,8 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             priority,
             cache,
             rate_limits,
+            waiting_room,
         });
-    }
-    for (i, _) in raw.waiting_room.iter().enumerate() {
-        p.add(
-            format!("waiting_room[{i}]"),
-            "waiting rooms are not available in this build yet",
-        );
     }
     if raw.state.is_some() {
         p.add("state", "shared state is not available in this build yet");
@@ -478,6 +490,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             upstreams,
             routes,
             cache: cache_settings,
+            waiting_rooms,
         })
     } else {
         Err(p.0)

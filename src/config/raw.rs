@@ -19,7 +19,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub route: Vec<RawRoute>,
     #[serde(default)]
-    pub waiting_room: Vec<toml::Table>,
+    pub waiting_room: Vec<crate::waiting_room::config::RawWaitingRoom>,
     #[serde(default)]
     pub state: Option<toml::Table>,
     /// `[cache]`: the process-wide HTTP cache store.

@@ -21,6 +21,8 @@ use tokio::sync::Semaphore;
 
 /// User-Agent of every request, so a log line can tell load from people.
 pub const USER_AGENT_VALUE: &str = concat!("floodgate-load/", env!("CARGO_PKG_VERSION"));
+/// Handshakes in progress at once, below the common listen backlog of 128.
+const MAX_CONCURRENT_CONNECTS: usize = 32;
 /// Bodies we keep (for shoppers) are cut here: waiting pages are small.
 const MAX_KEPT_BODY: usize = 256 * 1024;
 
@@ -92,6 +94,7 @@ pub struct HttpClient {
     inner: Inner,
     host: HeaderValue,
     permits: Semaphore,
+    connecting: Semaphore,
     opened: AtomicU64,
 }
 
@@ -136,6 +139,7 @@ impl HttpClient {
             host: HeaderValue::from_str(authority)
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             permits: Semaphore::new(max_connections.max(1)),
+            connecting: Semaphore::new(MAX_CONCURRENT_CONNECTS),
             opened: AtomicU64::new(0),
         }
     }
@@ -206,10 +210,23 @@ impl HttpClient {
         let retryable = matches!(*req.method, Method::GET | Method::HEAD | Method::OPTIONS);
         let mut retried = false;
         loop {
-            let popped = idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let (mut sender, reused) = match popped {
+            let pop = || idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let (mut sender, reused) = match pop() {
                 Some(s) => (s, true),
-                None => (self.connect(addr).await?, false),
+                None => {
+                    // Few handshakes at a time: a burst of hundreds of SYNs
+                    // overflows the target's listen backlog, and each lost SYN
+                    // costs a 1 s retransmit that would be charged to the target.
+                    let _c = self
+                        .connecting
+                        .acquire()
+                        .await
+                        .map_err(|e| ClientError::Other(e.to_string()))?;
+                    match pop() {
+                        Some(s) => (s, true),
+                        None => (self.connect(addr).await?, false),
+                    }
+                }
             };
             if sender.ready().await.is_err() {
                 if reused {

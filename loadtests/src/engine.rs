@@ -21,6 +21,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at, Instant};
 
+/// How early the scheduler may send against an arrival's due time: the
+/// granularity of tokio's timer.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
+
 /// How one run is carried out, beyond what the scenario says.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -71,6 +75,8 @@ impl RunOptions {
 #[derive(Debug)]
 pub(crate) enum Failure {
     Timeout,
+    /// Cut by the run's hard stop before its own timeout.
+    Stopped,
     Connect(String),
     Other(String),
 }
@@ -97,11 +103,13 @@ impl Ctx {
 
     /// Sends with the per-request timeout, never past the hard stop.
     pub(crate) async fn send(&self, req: &Req<'_>, want: Want) -> Result<Resp, Failure> {
-        let deadline = (Instant::now() + self.timeout).min(self.hard_stop);
+        let natural = Instant::now() + self.timeout;
+        let deadline = natural.min(self.hard_stop);
         match timeout_at(deadline, self.client.request(req, want)).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(ClientError::Connect(e))) => Err(Failure::Connect(e)),
             Ok(Err(ClientError::Other(e))) => Err(Failure::Other(e)),
+            Err(_) if deadline < natural => Err(Failure::Stopped),
             Err(_) => Err(Failure::Timeout),
         }
     }
@@ -125,6 +133,8 @@ impl Ctx {
                 r.bytes,
             ),
             Err(Failure::Timeout) => rec.completed(now, entry, None, Class::Timeout, latency, 0),
+            // Not the target's fault: the run ended under it.
+            Err(Failure::Stopped) => rec.stopped += 1,
             Err(Failure::Connect(e)) => {
                 rec.completed(now, entry, None, Class::ConnectError, latency, 0);
                 rec.error_sample(&format!("connect: {e}"));
@@ -240,10 +250,19 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         }
     };
 
-    // Drain: give what is in flight its timeout, within the hard stop.
-    let drain_deadline =
+    // Drain: give what is in flight its timeout, within the hard stop; shoppers
+    // are whole visits, so they get until the hard stop.
+    let has_shoppers = scenario
+        .mix
+        .entries()
+        .iter()
+        .any(|e| matches!(e.kind, EntryKind::Shopper(_)));
+    let drain_deadline = if has_shoppers {
+        ctx.hard_stop
+    } else {
         (Instant::now().max(end_of_load) + scenario.timeout + Duration::from_millis(100))
-            .min(ctx.hard_stop);
+            .min(ctx.hard_stop)
+    };
     while ctx.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -310,11 +329,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         metrics: points,
         gateway,
         origin,
-        has_shoppers: scenario
-            .mix
-            .entries()
-            .iter()
-            .any(|e| matches!(e.kind, EntryKind::Shopper(_))),
+        has_shoppers,
     };
     let report = report::build(&ctx.rec(), info);
     Ok(report)
@@ -333,13 +348,18 @@ async fn open_model(
         if due >= ctx.hard_stop {
             break;
         }
-        // Tokio's timer has 1 ms granularity, so arrivals come in small
-        // batches; their lag is measured and reported, and latency counts
-        // from `due`, so the batching never hides time.
-        if due > Instant::now() {
-            sleep_until(due).await;
+        // Tokio's timer fires on 1 ms ticks, always late. Waking up to 1 ms
+        // early instead, and timing each request from the earlier of its due
+        // time and its actual send, keeps both rules: a generator that falls
+        // behind still charges the delay to the request (coordinated-omission
+        // correction), and a fast target is not charged for timer slack.
+        if let Some(wake) = due.checked_sub(TIMER_SLACK) {
+            if wake > Instant::now() {
+                sleep_until(wake).await;
+            }
         }
         let now = Instant::now();
+        let origin = due.min(now);
         let entry = ctx.mix.pick(&mut rng);
         if ctx.in_flight.load(Ordering::Relaxed) >= max_in_flight {
             let mut rec = ctx.rec();
@@ -357,10 +377,10 @@ async fn open_model(
                 {
                     let mut rec = ctx.rec();
                     rec.scheduled += 1;
-                    rec.dispatched(now, Some(now - due));
+                    rec.dispatched(now, Some(now.saturating_duration_since(due)));
                 }
                 ctx.in_flight.fetch_add(1, Ordering::Relaxed);
-                tokio::spawn(fire(ctx.clone(), due, entry, path, jar));
+                tokio::spawn(fire(ctx.clone(), origin, entry, path, jar));
             }
             EntryKind::Shopper(_) => {
                 {
@@ -373,14 +393,14 @@ async fn open_model(
                 let c = ctx.clone();
                 tokio::spawn(async move {
                     let _g = InFlight(&c.in_flight);
-                    crate::shopper::visit(&c, due, entry, seed).await;
+                    crate::shopper::visit(&c, origin, entry, seed).await;
                 });
             }
         }
     }
 }
 
-async fn fire(ctx: Arc<Ctx>, due: Instant, entry: usize, path: String, jar: Option<usize>) {
+async fn fire(ctx: Arc<Ctx>, origin: Instant, entry: usize, path: String, jar: Option<usize>) {
     let _g = InFlight(&ctx.in_flight);
     let EntryKind::Request(spec) = &ctx.mix.entries()[entry].kind else {
         return;
@@ -412,7 +432,7 @@ async fn fire(ctx: Arc<Ctx>, due: Instant, entry: usize, path: String, jar: Opti
             }
         }
     }
-    ctx.record(now, entry, &outcome, now - due);
+    ctx.record(now, entry, &outcome, now - origin);
 }
 
 async fn closed_model(ctx: &Arc<Ctx>, users: usize, end: Instant, think: Duration, seed: u64) {

@@ -6,6 +6,8 @@
 //! [`report::RunReport`] rendered as a terminal summary, JSON or HTML.
 //! Load goes to loopback addresses only unless explicitly allowed.
 
+#![warn(missing_docs)]
+
 pub mod client;
 pub mod cpu;
 pub mod engine;

@@ -6,7 +6,7 @@ use crate::report::RunReport;
 use crate::scenario::{Scenario, TargetSpec};
 use crate::spawn;
 use anyhow::bail;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A target named on the command line or in the scenario.
@@ -83,8 +83,14 @@ pub struct Common {
 /// shop when there is no gateway config), else the scenario's URL.
 pub fn default_run_target(s: &Scenario) -> TargetChoice {
     match &s.target {
-        TargetSpec::Spawn { gateway_config: Some(_), .. } => TargetChoice::Floodgate,
-        TargetSpec::Spawn { gateway_config: None, .. } => TargetChoice::Direct,
+        TargetSpec::Spawn {
+            gateway_config: Some(_),
+            ..
+        } => TargetChoice::Floodgate,
+        TargetSpec::Spawn {
+            gateway_config: None,
+            ..
+        } => TargetChoice::Direct,
         TargetSpec::Url(u) => TargetChoice::Url {
             name: "target".into(),
             url: u.clone(),
@@ -97,8 +103,14 @@ pub fn default_run_target(s: &Scenario) -> TargetChoice {
 /// mode (or the scenario's URL), then the scenario's peers.
 pub fn default_compare_targets(s: &Scenario) -> Vec<TargetChoice> {
     let mut v = match &s.target {
-        TargetSpec::Spawn { gateway_config: Some(_), .. } => vec![TargetChoice::Direct, TargetChoice::Floodgate],
-        TargetSpec::Spawn { gateway_config: None, .. } => vec![TargetChoice::Direct],
+        TargetSpec::Spawn {
+            gateway_config: Some(_),
+            ..
+        } => vec![TargetChoice::Direct, TargetChoice::Floodgate],
+        TargetSpec::Spawn {
+            gateway_config: None,
+            ..
+        } => vec![TargetChoice::Direct],
         TargetSpec::Url(_) => vec![default_run_target(s)],
     };
     v.extend(s.peers.iter().map(|p| TargetChoice::Url {
@@ -138,6 +150,9 @@ pub async fn run_target(
             choice.name()
         );
     }
+    if *choice == TargetChoice::Floodgate && spawn_spec.is_some_and(|(t, _, _)| t.is_none()) {
+        bail!("target floodgate needs `gateway_config` in the scenario");
+    }
     // A peer in a spawn-mode scenario gets its own fresh shop only when the
     // scenario pins the shop's address, since the peer's config must name it.
     let start_shop = match (choice, spawn_spec) {
@@ -164,6 +179,7 @@ pub async fn run_target(
                 match choice {
                     TargetChoice::Direct => opts.target_url = format!("http://{shop_addr}"),
                     TargetChoice::Floodgate => {
+                        let template = template.as_deref().unwrap_or(Path::new(""));
                         let g = spawn::start_gateway(&c.floodgate_bin, template, shop_addr, dir)
                             .await?;
                         opts.target_url = format!("http://{}", g.listen);

@@ -294,7 +294,7 @@ impl Scenario {
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<Scenario, ScenarioError> {
         let raw: RawScenario = toml::from_str(text).map_err(|e| ScenarioError {
             file: file.to_string(),
-            errors: vec![e.to_string().trim().replace('\n', " ")],
+            errors: vec![e.to_string().trim().to_string()],
         })?;
         let mut errs = Vec::new();
         let s = Scenario::compile(raw, base, &mut errs);

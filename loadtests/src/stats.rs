@@ -166,6 +166,8 @@ pub struct Recorder {
     pub sent: u64,
     /// Arrivals dropped because `max_in_flight` was reached.
     pub dropped: u64,
+    /// Requests cut by the hard stop (not counted in any class).
+    pub stopped: u64,
     /// Completions by class.
     pub classes: [u64; 7],
     /// Responses by status code.
@@ -202,6 +204,7 @@ impl Recorder {
             scheduled: 0,
             sent: 0,
             dropped: 0,
+            stopped: 0,
             classes: [0; 7],
             statuses: BTreeMap::new(),
             all: hist(),

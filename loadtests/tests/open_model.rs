@@ -11,7 +11,11 @@ use support::{scenario, serve, text};
 use tokio::time::Instant;
 
 fn at_least(r: &floodgate_loadtest::RunReport, ms: f64) -> u64 {
-    r.latency_at_least.iter().find(|a| a.ms == ms).unwrap().count
+    r.latency_at_least
+        .iter()
+        .find(|a| a.ms == ms)
+        .unwrap()
+        .count
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +47,9 @@ async fn requests_scheduled_during_a_stall_record_the_stall() {
         path = "/products/{1..500}"
         "#,
     );
-    let r = run(&s, &RunOptions::new("stall", &server.url())).await.unwrap();
+    let r = run(&s, &RunOptions::new("stall", &server.url()))
+        .await
+        .unwrap();
 
     // The schedule was kept: 200/s for 4 s, whatever the server did.
     assert_eq!(r.scheduled, 800);
@@ -59,12 +65,22 @@ async fn requests_scheduled_during_a_stall_record_the_stall() {
     // tool would record one slow request per connection instead.
     let all = r.latency_all.unwrap();
     assert!(all.p99_ms >= 900.0, "p99 {} ms", all.p99_ms);
-    assert!(all.max_ms >= 950.0 && all.max_ms < 1200.0, "max {} ms", all.max_ms);
+    assert!(
+        all.max_ms >= 950.0 && all.max_ms < 1200.0,
+        "max {} ms",
+        all.max_ms
+    );
     assert!(all.p50_ms < 50.0, "p50 {} ms", all.p50_ms);
     let slow = at_least(&r, 500.0);
-    assert!((90..=112).contains(&slow), "{slow} requests >= 500 ms, expected ~100 (half the stall window)");
+    assert!(
+        (90..=112).contains(&slow),
+        "{slow} requests >= 500 ms, expected ~100 (half the stall window)"
+    );
     let stalled = at_least(&r, 50.0);
-    assert!((180..=212).contains(&stalled), "{stalled} requests >= 50 ms, expected ~190 of the 200 scheduled in the stall");
+    assert!(
+        (180..=212).contains(&stalled),
+        "{stalled} requests >= 50 ms, expected ~190 of the 200 scheduled in the stall"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +103,11 @@ async fn arrivals_past_max_in_flight_are_dropped_and_reported_loudly() {
     assert_eq!(r.scheduled, 100);
     assert!(r.dropped >= 80, "dropped {}", r.dropped);
     assert_eq!(r.sent + r.dropped, 100);
-    assert!(r.warnings.iter().any(|w| w.contains("DROPPED")), "{:?}", r.warnings);
+    assert!(
+        r.warnings.iter().any(|w| w.contains("DROPPED")),
+        "{:?}",
+        r.warnings
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,19 +146,31 @@ async fn statuses_timeouts_and_refusals_are_counted_by_class() {
     let r = run(&s, &RunOptions::new("t", &server.url())).await.unwrap();
     assert_eq!(r.completed, 400);
     let get = |k: &str| r.classes[k];
-    assert!(get("2xx") > 150 && get("5xx") > 20 && get("4xx") > 40 && get("timeout") > 20, "{:?}", r.classes);
+    assert!(
+        get("2xx") > 150 && get("5xx") > 20 && get("4xx") > 40 && get("timeout") > 20,
+        "{:?}",
+        r.classes
+    );
     assert_eq!(get("5xx"), r.statuses["503"]);
     assert_eq!(get("4xx"), r.statuses["429"] + r.statuses["404"]);
     let refusals = r.latency_refusals.unwrap();
     assert_eq!(refusals.count, r.statuses["503"] + r.statuses["429"]);
     let timeouts = r.latency_by_class["timeout"];
-    assert!(timeouts.min_ms >= 190.0, "timeouts at {} ms", timeouts.min_ms);
+    assert!(
+        timeouts.min_ms >= 190.0,
+        "timeouts at {} ms",
+        timeouts.min_ms
+    );
     assert_eq!(r.latency_2xx.unwrap().count, get("2xx"));
 }
 
 #[tokio::test]
 async fn a_closed_port_counts_as_connection_errors() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}");
     let s = scenario(
         &url,
@@ -162,7 +194,11 @@ async fn cookies_set_by_the_target_come_back_on_later_requests() {
         move |req| {
             let with_cookie = with_cookie.clone();
             async move {
-                if req.headers().get("cookie").is_some_and(|c| c.to_str().unwrap_or("").contains("cart=")) {
+                if req
+                    .headers()
+                    .get("cookie")
+                    .is_some_and(|c| c.to_str().unwrap_or("").contains("cart="))
+                {
                     with_cookie.fetch_add(1, Ordering::Relaxed);
                     text(200, "cart")
                 } else {
@@ -188,7 +224,11 @@ async fn cookies_set_by_the_target_come_back_on_later_requests() {
     let r = run(&s, &RunOptions::new("t", &server.url())).await.unwrap();
     assert_eq!(r.classes["2xx"], 100);
     // Five jars: only their first requests (and a few racing them) lack the cookie.
-    assert!(with_cookie.load(Ordering::Relaxed) >= 85, "{}", with_cookie.load(Ordering::Relaxed));
+    assert!(
+        with_cookie.load(Ordering::Relaxed) >= 85,
+        "{}",
+        with_cookie.load(Ordering::Relaxed)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

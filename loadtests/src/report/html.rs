@@ -24,7 +24,8 @@ const CLASS_COLORS: [(Class, &str); 7] = [
 
 fn charts(r: &RunReport) -> Vec<Chart> {
     let tl = &r.timeline;
-    let x = |t: u64| t as f64;
+    // Each point stands for a whole second: draw it at the middle of it.
+    let x = |t: u64| t as f64 + 0.5;
     let mut thr = vec![Series {
         name: "sent".into(),
         color: "#bbb",

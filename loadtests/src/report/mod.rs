@@ -62,7 +62,9 @@ pub struct AtLeast {
 }
 
 /// Thresholds of [`RunReport::latency_at_least`], ms.
-pub const THRESHOLDS_MS: [f64; 11] = [1.0, 5.0, 10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0];
+pub const THRESHOLDS_MS: [f64; 11] = [
+    1.0, 5.0, 10.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+];
 
 fn at_least(h: &Histogram<u64>) -> Vec<AtLeast> {
     THRESHOLDS_MS
@@ -200,6 +202,8 @@ pub struct RunReport {
     pub completed: u64,
     /// Requests still open at the hard stop.
     pub unfinished: u64,
+    /// Requests cut by the hard stop (`max_duration`) before their timeout.
+    pub stopped: u64,
     /// sent / planned_s.
     pub send_rate: f64,
     /// 2xx / planned_s.
@@ -331,7 +335,7 @@ pub fn build(rec: &Recorder, info: BuildInfo) -> RunReport {
     let mut warnings = Vec::new();
     if rec.dropped > 0 {
         warnings.push(format!(
-            "DROPPED {} scheduled arrivals: generator overloaded (max_in_flight reached); the offered load was NOT what the scenario asked for",
+            "DROPPED {} scheduled arrivals: generator overloaded (max_in_flight reached: the target or this machine could not keep up); the offered load was NOT what the scenario asked for",
             rec.dropped
         ));
     }
@@ -343,10 +347,10 @@ pub fn build(rec: &Recorder, info: BuildInfo) -> RunReport {
             ));
         }
     }
-    if info.unfinished > 0 {
+    if info.unfinished + rec.stopped > 0 {
         warnings.push(format!(
-            "{} requests were still open at the hard stop",
-            info.unfinished
+            "{} requests were cut by the hard stop (max_duration) and are in no class",
+            info.unfinished + rec.stopped
         ));
     }
     let connect_errors = rec.classes[Class::ConnectError as usize];
@@ -389,6 +393,7 @@ pub fn build(rec: &Recorder, info: BuildInfo) -> RunReport {
         dropped: rec.dropped,
         completed: rec.completed_total(),
         unfinished: info.unfinished,
+        stopped: rec.stopped,
         send_rate: rec.sent as f64 / planned,
         goodput: ok as f64 / planned,
         classes,

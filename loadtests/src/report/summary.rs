@@ -44,8 +44,12 @@ pub fn summary(r: &RunReport) -> String {
     );
     let _ = writeln!(
         o,
-        "  requests   scheduled {}  sent {}  completed {}  dropped {}  unfinished {}",
-        r.scheduled, r.sent, r.completed, r.dropped, r.unfinished
+        "  requests   scheduled {}  sent {}  completed {}  dropped {}  cut at stop {}",
+        r.scheduled,
+        r.sent,
+        r.completed,
+        r.dropped,
+        r.unfinished + r.stopped
     );
     let peak = r
         .peak_rate

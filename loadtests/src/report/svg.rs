@@ -85,7 +85,9 @@ pub fn render(chart: &Chart) -> String {
         .flat_map(|s| s.points.iter().filter_map(|p| p.1))
         .filter(|v| v.is_finite())
         .fold(0.0_f64, f64::max);
-    let ymax_raw = chart.y_max.unwrap_or(data_max).max(1e-9);
+    // An all-zero or empty chart still gets a readable 0..1 axis.
+    let ymax_raw = chart.y_max.unwrap_or(data_max);
+    let ymax_raw = if ymax_raw > 0.0 { ymax_raw } else { 1.0 };
     let ystep = nice_step(ymax_raw, 4.0);
     let ymax = (ymax_raw / ystep).ceil().max(1.0) * ystep;
     let xstep = nice_step(xmax, 10.0).max(1.0);

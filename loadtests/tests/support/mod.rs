@@ -50,7 +50,9 @@ where
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let h = handler.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {

@@ -104,7 +104,8 @@ enum Inner {
         idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
     },
     Legacy {
-        client: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
+        // Boxed: the client is several hundred bytes and the pool variant is the hot one.
+        client: Box<hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>>,
         origin: String,
     },
 }
@@ -129,7 +130,7 @@ impl HttpClient {
                     .pool_max_idle_per_host(max_connections)
                     .build(conn);
                 Inner::Legacy {
-                    client,
+                    client: Box::new(client),
                     origin: format!("http://{addr}"),
                 }
             }

@@ -52,13 +52,16 @@ pin_project_lite::pin_project! {
         inner: B,
         guard: Option<G>,
         bytes: u64,
+        // The body's announced length: hyper stops polling once that many bytes went
+        // out, so reaching it counts as complete even without an end-of-stream poll.
+        expected: Option<u64>,
     }
 
     impl<B, G: BodyGuard> PinnedDrop for Guarded<B, G> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(g) = this.guard.take() {
-                g.release(*this.bytes, false);
+                g.release(*this.bytes, Some(*this.bytes) == *this.expected);
             }
         }
     }
@@ -67,10 +70,12 @@ pin_project_lite::pin_project! {
 impl<B: HttpBody, G: BodyGuard> Guarded<B, G> {
     /// Wraps `inner`, releasing `guard` at its end.
     pub fn new(inner: B, guard: G) -> Self {
+        let expected = inner.size_hint().exact();
         let mut g = Guarded {
             inner,
             guard: Some(guard),
             bytes: 0,
+            expected,
         };
         // A body that is empty from the start (HEAD, 204, 304) may never be polled.
         if g.inner.is_end_stream() {

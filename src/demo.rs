@@ -31,7 +31,9 @@ pub async fn run(
     println!("floodgate demo is running.");
     println!();
     println!("  shop through the gateway:  http://{a}/");
-    println!("  a product page (cached):   http://{a}/products/1");
+    println!("  the flash sale (a waiting room letting 2 shoppers in at once, 6 a minute):");
+    println!("                             http://{a}/products/1");
+    println!("    once it is full, newcomers wait in line: run `curl -i http://{a}/products/1` a few times");
     println!("  the cart (private):        http://{a}/cart");
     println!("  metrics:                   http://{m}/metrics");
     println!(
@@ -45,4 +47,17 @@ pub async fn run(
     tracing::info!(signal, "shutting down");
     gw.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_demo_config_compiles() {
+        let text = super::DEMO_CONFIG
+            .replace("{shop}", "127.0.0.1:3000")
+            .replace("{listen}", "127.0.0.1:0")
+            .replace("{admin}", "127.0.0.1:0");
+        let c = crate::config::parse(&text).expect("demo config is valid");
+        assert_eq!(c.routes.len(), 2);
+    }
 }

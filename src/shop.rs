@@ -20,6 +20,7 @@
 //! | `ANY /__shop/echo` | echoes method, path, headers and body as JSON |
 //! | `GET /__shop/slow?ms=N` | answers after N ms, holding capacity |
 //! | `GET /__shop/stream?chunks=N&ms=M` | N chunks, M ms apart (response streaming) |
+//! | `GET /__shop/session?value=end` | answers with `X-Floodgate-Session: VALUE` |
 //! | `POST /__shop/upload` | reads the body frame by frame, counting `upload_bytes` as it goes |
 
 use std::convert::Infallible;
@@ -248,6 +249,16 @@ async fn handle(shop: Arc<Shop>, req: Request<Incoming>) -> Result<Response<Shop
             return Ok(reply(StatusCode::OK, "text/plain", "reset\n"));
         }
         (_, "/__shop/echo") => return Ok(echo(req).await),
+        (&Method::GET, "/__shop/session") => {
+            // What a shop sends once an order is confirmed: end (or extend) the
+            // shopper's waiting-room session.
+            let value = query_param(req.uri().query().unwrap_or(""), "value").unwrap_or_default();
+            let mut r = reply(StatusCode::OK, "text/plain", "session changed\n");
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                r.headers_mut().insert("x-floodgate-session", v);
+            }
+            return Ok(r);
+        }
         (&Method::POST, "/__shop/upload") => return Ok(upload(&shop.stats, req).await),
         (&Method::GET, "/__shop/stream") => {
             return Ok(stream(&shop.stats, req.uri().query().unwrap_or("")))

@@ -290,6 +290,43 @@ async fn the_next_in_line_gets_in_when_a_pass_expires_and_lands_on_the_shop() {
 }
 
 #[tokio::test]
+async fn the_origin_ends_a_session_after_checkout_and_the_place_goes_to_the_next_in_line() {
+    let shop = fast_shop().await;
+    let (text, _k) = room_config(
+        shop.addr,
+        "active_users = 1\nnew_users_per_minute = 6000\nsession_duration = \"10m\"\ntickets_per_minute_per_client = 0",
+    );
+    let gw = gateway(&text).await;
+    let mut holder = Visitor::default();
+    assert!(is_shop(&holder.page(gw.addr()).await));
+    let mut next = Visitor::default();
+    assert!(!is_shop(&next.page(gw.addr()).await));
+
+    // The shop confirms the order and ends the session; the header is the gateway's
+    // business, not the browser's.
+    let done = holder
+        .get(gw.addr(), "/__shop/session?value=end", &[])
+        .await;
+    assert_eq!(done.status, 200);
+    assert_eq!(done.text(), "session changed\n");
+    assert!(done.header("x-floodgate-session").is_none());
+
+    eventually(
+        "the next visitor is admitted into the freed place",
+        Duration::from_secs(5),
+        || {
+            let mut v = next.clone();
+            let addr = gw.addr();
+            async move { v.status(addr).await["state"] == "admitted" }
+        },
+    )
+    .await;
+    assert!(is_shop(&next.page(gw.addr()).await));
+    // The ended pass no longer lets its holder skip the line.
+    assert!(!is_shop(&holder.page(gw.addr()).await));
+}
+
+#[tokio::test]
 async fn abandoned_tickets_are_skipped_so_the_line_moves_for_those_still_there() {
     let shop = fast_shop().await;
     let (text, _k) = room_config(

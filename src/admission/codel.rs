@@ -58,7 +58,11 @@ impl Codel {
         self.window_min = Some(self.window_min.map_or(sojourn, |m| m.min(sojourn)));
         if now.duration_since(self.window_start) >= self.interval {
             // The whole interval's best delay was above target: a standing queue.
-            self.overloaded = self.window_min.is_some_and(|m| m > self.target);
+            // Only entering overload is decided here; leaving it is `drained`. In LIFO
+            // the newest waiter is served at once, so the minimum wait drops below
+            // target while the queue still stands: judging by it would flip back to
+            // FIFO and make every admitted shopper wait the whole queue again.
+            self.overloaded |= self.window_min.is_some_and(|m| m > self.target);
             self.window_start = now;
             self.window_min = None;
         }
@@ -100,7 +104,13 @@ mod tests {
         // Still standing in the next interval.
         c.observe(t0 + 700 * MS, 60 * MS);
         assert!(c.overloaded());
-        c.drained(t0 + 800 * MS);
+        // LIFO serves the newest at once: short waits do not end the overload...
+        for at in (750..=1600).step_by(50) {
+            c.observe(t0 + at * MS, MS);
+        }
+        assert!(c.overloaded(), "short LIFO waits flipped back to FIFO");
+        // ...only a drained queue does.
+        c.drained(t0 + 1700 * MS);
         assert!(!c.overloaded());
     }
 }

@@ -293,7 +293,7 @@ impl Admission {
         };
         q.remove(pos);
         st.queued -= 1;
-        if st.queued == 0 {
+        if st.queued == 0 && st.in_flight < st.limit.get() {
             st.codel.drained(Instant::now());
         }
         self.metrics.depth.set(st.queued as i64);
@@ -357,7 +357,11 @@ impl Admission {
             st.in_flight += 1;
             out.push((w, Grant::Admitted));
         }
-        if st.queued == 0 {
+        // Drained means spare capacity and nobody waiting. An empty queue with every
+        // slot busy is not: CoDel just shed the stale waiters, and the crowd is still
+        // there; calling that drained flipped back to FIFO and let a full queue of
+        // waits build up again every interval.
+        if st.queued == 0 && st.in_flight < st.limit.get() {
             st.codel.drained(now);
         }
         self.metrics.depth.set(st.queued as i64);

@@ -518,6 +518,48 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_queue_emptied_by_shedding_while_every_slot_is_busy_stays_overloaded() {
+        let adm = admission(1, 100);
+        let log = Arc::new(StdMutex::new(Vec::new()));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..=12 {
+            tasks.push(request(&adm, &i.to_string(), &log));
+            until_queued(&adm, i).await;
+        }
+        tokio::time::sleep_until(start + 1050 * MS).await;
+        assert!(adm.overloaded());
+        // "a" gets the short overload timeout (100 ms); "b" is newer and is served
+        // first at 1100 ms, holding the only slot until 1200 ms.
+        tasks.push(request(&adm, "a", &log));
+        until_queued(&adm, 3).await;
+        tokio::time::sleep_until(start + 1060 * MS).await;
+        tasks.push(request(&adm, "b", &log));
+        until_queued(&adm, 4).await;
+        // At 1150 ms "a" times out: the queue is empty, but the origin is still busy
+        // and the crowd is still there. That is not a drained queue.
+        tokio::time::sleep_until(start + 1160 * MS).await;
+        assert_eq!(adm.queued(), 0);
+        assert_eq!(adm.in_flight(), 1);
+        assert!(
+            log.lock().unwrap().iter().any(|s| s == "a:codel"),
+            "{:?}",
+            log.lock().unwrap()
+        );
+        assert!(
+            adm.overloaded(),
+            "shedding the last waiter counted as drained"
+        );
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert!(
+            !adm.overloaded(),
+            "a drained queue with a free slot is not overloaded"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_burst_that_drains_is_served_first_come_first_served() {
         let adm = admission(2, 100);
         let log = Arc::new(StdMutex::new(Vec::new()));

@@ -44,9 +44,6 @@ pub enum GatewayError {
     /// The client address is on the route's deny list.
     #[error("this client address is not allowed on this site")]
     Denied,
-    /// The gateway is shutting down and takes no new requests on this connection.
-    #[error("shutting down")]
-    ShuttingDown,
     /// The upstream's admission queue is full (or a higher-priority request took this
     /// one's place in it).
     #[error("upstream {upstream} is at capacity and its queue is full")]
@@ -92,7 +89,6 @@ impl GatewayError {
             GatewayError::UpstreamConnect { .. } => "upstream_connect",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::UpstreamProtocol { .. } => "upstream_protocol",
-            GatewayError::ShuttingDown => "shutting_down",
             GatewayError::QueueFull { .. } => "queue_full",
             GatewayError::QueueTimeout { .. } => "queue_timeout",
             GatewayError::QueueOverloaded { .. } => "codel",

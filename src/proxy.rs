@@ -394,10 +394,6 @@ pub mod stamp {
 /// Releases a connection's in-flight count when a response body ends.
 pub struct ConnGuard(pub Arc<ConnActivity>);
 
-impl BodyGuard for ConnGuard {
-    fn release(self, _bytes: u64, _complete: bool) {}
-}
-
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         self.0.last_end.touch();

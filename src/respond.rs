@@ -20,7 +20,6 @@ pub fn status(err: &GatewayError) -> StatusCode {
             StatusCode::BAD_GATEWAY
         }
         GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         GatewayError::QueueFull { .. }
         | GatewayError::QueueTimeout { .. }
         | GatewayError::QueueOverloaded { .. }
@@ -46,8 +45,7 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
     let retry_after = match err {
         GatewayError::UpstreamConnect { .. }
         | GatewayError::UpstreamTimeout { .. }
-        | GatewayError::UpstreamProtocol { .. }
-        | GatewayError::ShuttingDown => Some(1u64),
+        | GatewayError::UpstreamProtocol { .. } => Some(1u64),
         // Shed: 1–3 s with jitter, so refused shoppers do not come back in one wave.
         GatewayError::QueueFull { .. }
         | GatewayError::QueueTimeout { .. }

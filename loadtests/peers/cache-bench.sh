@@ -45,6 +45,8 @@ NGINX_BIN="${NGINX_BIN:-nginx}"
 VARNISHD_BIN="${VARNISHD_BIN:-varnishd}"
 
 die() { echo "cache-bench: $*" >&2; exit 1; }
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 [[ -x "$FLOODGATE_BIN" ]] || die "$FLOODGATE_BIN not found: run \`cargo build --release\` first"
 command -v wrk >/dev/null || die "wrk not found (apt-get install -y wrk)"
 command -v "$NGINX_BIN" >/dev/null || die "nginx not found (apt-get install -y nginx-light)"
@@ -54,41 +56,21 @@ command -v curl >/dev/null || die "curl not found"
 
 TMP="$(mktemp -d /tmp/cache-bench.XXXXXX)"
 chmod 755 "$TMP"   # varnishd's child drops privileges and must read the VCL
-PIDS=()
 cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
+    stop_pids
     if [[ "$KEEP" == 1 ]]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 SHOP_PORT="$(free_port)"; FG_PORT="$(free_port)"; FG_ADMIN="$(free_port)"
 NG_PORT="$(free_port)"; VA_PORT="$(free_port)"
 SHOP="127.0.0.1:$SHOP_PORT"
 
 # --- start the shop, floodgate, nginx and varnish ----------------------------------
-"$FLOODGATE_BIN" shop --listen "$SHOP" >"$TMP/shop.log" 2>&1 &
-SHOP_PID=$!; PIDS+=("$SHOP_PID")
-
-sed -e "s|__LISTEN__|127.0.0.1:$FG_PORT|" -e "s|__ADMIN__|127.0.0.1:$FG_ADMIN|" \
-    -e "s|__UPSTREAM__|$SHOP|" "$HERE/floodgate-cache.toml" >"$TMP/floodgate.toml"
-"$FLOODGATE_BIN" check --config "$TMP/floodgate.toml" >/dev/null || die "floodgate config rejected"
-"$FLOODGATE_BIN" run --config "$TMP/floodgate.toml" >"$TMP/floodgate.log" 2>&1 &
-FG_PID=$!; PIDS+=("$FG_PID")
-
-sed -e "s|__LISTEN__|127.0.0.1:$NG_PORT|" -e "s|__UPSTREAM__|$SHOP|" \
-    -e "s|__PREFIX__|$TMP|g" -e "s|__WORKERS__|$WORKERS|" "$HERE/nginx-cache.conf" >"$TMP/nginx.conf"
-"$NGINX_BIN" -t -q -p "$TMP" -e "$TMP/error.log" -c "$TMP/nginx.conf" || die "nginx config rejected"
-"$NGINX_BIN" -p "$TMP" -e "$TMP/error.log" -c "$TMP/nginx.conf" &
-NG_PID=$!; PIDS+=("$NG_PID")
+start_shop "$SHOP" "$TMP/shop.log"
+start_floodgate "$HERE/floodgate-cache.toml" "127.0.0.1:$FG_PORT" "127.0.0.1:$FG_ADMIN" "$SHOP" "$TMP"
+start_nginx "$HERE/nginx-cache.conf" "127.0.0.1:$NG_PORT" "$SHOP" "$TMP" "$WORKERS"
 
 sed -e "s|__UPSTREAM_HOST__|127.0.0.1|" -e "s|__UPSTREAM_PORT__|$SHOP_PORT|" \
     "$HERE/varnish.vcl" >"$TMP/varnish.vcl"

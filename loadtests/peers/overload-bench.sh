@@ -43,22 +43,11 @@ die() { echo "overload-bench: $*" >&2; exit 1; }
 [[ -x "$FLOODGATE_BIN" && -x "$LOAD_BIN" ]] || die "build first: cargo build --release -p floodgate -p floodgate-loadtest"
 mkdir -p "$OUT"
 
-PIDS=()
-stop_all() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
-    PIDS=()
-}
-trap stop_all EXIT
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
+trap stop_pids EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 HZ="$(getconf CLK_TCK)"
 ticks_of() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 ticks_tree() {
@@ -125,7 +114,7 @@ for t in $TARGETS; do
     awk -v a="$g0" -v b="$g1" -v c="$s0" -v d="$s1" -v hz="$HZ" \
         'BEGIN{printf "{\"gateway_cpu_s\": %.2f, \"shop_cpu_s\": %.2f}\n", (b-a)/hz, (d-c)/hz}' >"$OUT/$t.cpu.json"
     cat "$OUT/$t.shop.json"; echo
-    stop_all
+    stop_pids
     rm -rf "$W"
     sleep "$PAUSE"
 done

@@ -39,6 +39,8 @@ FLOODGATE_BIN="${FLOODGATE_BIN:-$ROOT/target/release/floodgate}"
 NGINX_BIN="${NGINX_BIN:-nginx}"
 
 die() { echo "proxy-bench: $*" >&2; exit 1; }
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 [[ -x "$FLOODGATE_BIN" ]] || die "$FLOODGATE_BIN not found: run \`cargo build --release\` first"
 "$FLOODGATE_BIN" --help | grep -q '^  shop' || die "$FLOODGATE_BIN has no \`shop\` subcommand: rebuild with \`cargo build --release\`"
 command -v wrk >/dev/null || die "wrk not found (apt-get install -y wrk)"
@@ -47,40 +49,20 @@ command -v python3 >/dev/null || die "python3 not found (used to pick free ports
 command -v curl >/dev/null || die "curl not found"
 
 TMP="$(mktemp -d /tmp/proxy-bench.XXXXXX)"
-PIDS=()
 cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
+    stop_pids
     if [[ "$KEEP" == 1 ]]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 SHOP_PORT="$(free_port)"; FG_PORT="$(free_port)"; FG_ADMIN="$(free_port)"; NG_PORT="$(free_port)"
 SHOP="127.0.0.1:$SHOP_PORT"
 
 # --- start the shop, floodgate and nginx -------------------------------------------
-"$FLOODGATE_BIN" shop --listen "$SHOP" >"$TMP/shop.log" 2>&1 &
-SHOP_PID=$!; PIDS+=("$SHOP_PID")
-
-sed -e "s|__LISTEN__|127.0.0.1:$FG_PORT|" -e "s|__ADMIN__|127.0.0.1:$FG_ADMIN|" \
-    -e "s|__UPSTREAM__|$SHOP|" "$HERE/floodgate-proxy.toml" >"$TMP/floodgate.toml"
-"$FLOODGATE_BIN" check --config "$TMP/floodgate.toml" >/dev/null || die "floodgate config rejected"
-"$FLOODGATE_BIN" run --config "$TMP/floodgate.toml" >"$TMP/floodgate.log" 2>&1 &
-FG_PID=$!; PIDS+=("$FG_PID")
-
-sed -e "s|__LISTEN__|127.0.0.1:$NG_PORT|" -e "s|__UPSTREAM__|$SHOP|" \
-    -e "s|__PREFIX__|$TMP|g" -e "s|__WORKERS__|$WORKERS|" "$HERE/nginx-proxy.conf" >"$TMP/nginx.conf"
-"$NGINX_BIN" -t -q -p "$TMP" -e "$TMP/error.log" -c "$TMP/nginx.conf" || die "nginx config rejected"
-"$NGINX_BIN" -p "$TMP" -e "$TMP/error.log" -c "$TMP/nginx.conf" &
-NG_PID=$!; PIDS+=("$NG_PID")
+start_shop "$SHOP" "$TMP/shop.log"
+start_floodgate "$HERE/floodgate-proxy.toml" "127.0.0.1:$FG_PORT" "127.0.0.1:$FG_ADMIN" "$SHOP" "$TMP"
+start_nginx "$HERE/nginx-proxy.conf" "127.0.0.1:$NG_PORT" "$SHOP" "$TMP" "$WORKERS"
 
 declare -A URL=(
     [direct]="http://$SHOP$PATH_"

@@ -20,6 +20,7 @@ fn admission(limit: usize) -> Arc<Admission> {
         tuning: AdmissionTuning {
             codel_target: Duration::from_millis(50),
             codel_interval: Duration::from_millis(500),
+            overload_queue_delay: Duration::from_millis(5),
             min_concurrency: 1,
             max_concurrency_limit: 1000,
         },

@@ -226,7 +226,9 @@ async fn a_queued_client_that_disconnects_frees_its_place() {
     let shop = shop_with(50, 20).await;
     let gw = gateway(
         &shop,
-        "max_concurrency = 1\nqueue_size = 1\nqueue_timeout = \"30s\"",
+        // The CoDel target out of reach: this is about a FIFO queue, and on a loaded
+        // machine the leaver could wait past 50 ms and make the full queue "standing".
+        "max_concurrency = 1\nqueue_size = 1\nqueue_timeout = \"30s\"\ncodel_target = \"10s\"",
         "",
     )
     .await;
@@ -321,7 +323,8 @@ async fn a_checkout_arriving_at_a_full_queue_takes_the_place_of_a_search() {
     let route = r#"priority = [{ methods = ["POST"], class = "high" }, { path_prefix = "/search", class = "low" }]"#;
     let gw = gateway(
         &shop,
-        "max_concurrency = 1\nqueue_size = 1\nqueue_timeout = \"30s\"",
+        // FIFO eviction by class, not overload: keep the CoDel target out of reach.
+        "max_concurrency = 1\nqueue_size = 1\nqueue_timeout = \"30s\"\ncodel_target = \"10s\"",
         route,
     )
     .await;
@@ -361,4 +364,49 @@ async fn an_adaptive_limit_stays_within_its_bounds_under_a_burst() {
     assert!(peak <= 6, "the origin saw {peak} at once, ceiling is 6");
     let limit = metric(&gw, "floodgate_concurrency_limit", &[("upstream", "shop")]);
     assert!((2.0..=6.0).contains(&limit), "limit gauge {limit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_standing_crowd_the_newest_is_served_and_older_waiters_are_refused_at_once() {
+    let shop = shop_with(50, 20).await;
+    let gw = gateway(
+        &shop,
+        // Target 250 ms: a queue standing past it is overloaded, and a waiter queued
+        // while overloaded may wait 2 × 250 ms.
+        "max_concurrency = 1\nqueue_size = 3\nqueue_timeout = \"30s\"\ncodel_target = \"250ms\"",
+        "",
+    )
+    .await;
+    let blocker = block_the_slot(&gw, 700).await;
+    let addr = gw.addr();
+    let ask =
+        |path: &'static str| tokio::spawn(async move { send(addr, Method::GET, path, true).await });
+    let early: Vec<_> = ["/products/1", "/products/2", "/products/3"]
+        .into_iter()
+        .map(ask)
+        .collect();
+    until("three shoppers wait", || depth(&gw) == 3.0).await;
+    // The queue is full and its oldest has waited past the target: standing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = ask("/products/4");
+    // The three who waited are refused now, while the blocker still holds the origin:
+    // under overload an older waiter is pushed out by a newer arrival, not left to
+    // wait for its timeout (30 s here).
+    for e in early {
+        let a = e.await.unwrap();
+        assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(a.body.contains("\"codel\""), "{}", a.body);
+        assert!(a.headers.contains_key("retry-after"));
+    }
+    assert_eq!(
+        shop.stats.in_flight.load(Ordering::SeqCst),
+        1,
+        "blocker still busy"
+    );
+    assert_eq!(shed(&gw, "codel"), 3.0);
+    assert_eq!(depth(&gw), 1.0);
+    // The newest is the one served when the slot frees (after ~400 of its 500 ms).
+    assert_eq!(late.await.unwrap().status, StatusCode::OK);
+    assert_eq!(blocker.await.unwrap().status, StatusCode::OK);
+    assert_eq!(shop.stats.served.load(Ordering::SeqCst), 2);
 }

@@ -3,12 +3,18 @@
 //! ```text
 //!  request ─► classify (route rules, or a `Priority` extension set by an earlier layer)
 //!          ─► slot free and nobody waiting? ─► upstream
-//!          ─► else queue (bounded): highest class first; FIFO, or LIFO under CoDel overload
+//!          ─► else queue, highest class first:
+//!             draining normally (FIFO, up to queue_size)
 //!               ├─ full: a higher-class arrival evicts the newest lowest-class waiter,
 //!               │        otherwise the arrival is refused ─► 503 queue_full
-//!               ├─ waited queue_timeout ─► 503 queue_timeout
-//!               ├─ waited 2 × codel_target while overloaded ─► 503 codel
-//!               └─ client gone ─► leaves the queue at once (client_gone)
+//!               ├─ full and its oldest waiter past codel_target ─► overloaded now
+//!               └─ waited queue_timeout ─► 503 queue_timeout
+//!             overloaded (CoDel: standing queue; LIFO, short queue)
+//!               ├─ keeps what the origin starts in overload_queue_delay (5 ms)
+//!               ├─ an arrival takes the place of the oldest waiter ─► 503 codel, at once
+//!               ├─ waited 2 × codel_target (arrivals stopped) ─► 503 codel
+//!               └─ ends after codel_interval without anyone refused
+//!             client gone ─► leaves the queue at once (client_gone)
 //!  response body ─► the slot is released when the origin's body has been fully received
 //! ```
 //!

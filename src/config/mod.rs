@@ -738,14 +738,7 @@ fn compile_upstream(key: &str, u: &raw::RawUpstream, p: &mut Problems) -> Upstre
             DEFAULT_QUEUE_TIMEOUT,
             positive_duration,
         ),
-        admission: admission::compile_tuning(
-            key,
-            u.codel_target.as_deref(),
-            u.codel_interval.as_deref(),
-            u.min_concurrency,
-            u.max_concurrency_limit,
-            p,
-        ),
+        admission: admission::compile_tuning(key, u, p),
         health_check: admission::compile_health_check(key, u.health_check.as_ref(), p),
         outlier_detection: admission::compile_outlier(key, u.outlier_detection.as_ref(), p),
         retries: admission::compile_retries(key, u.retries.as_ref(), p),
@@ -811,6 +804,7 @@ shutdown_grace = "soon"
 [[upstream]]
 name = "shop"
 servers = ["nope"]
+overload_queue_delay = "0ms"
 
 [[route]]
 name = "a"
@@ -827,6 +821,7 @@ path_prefix = "x"
             "server.listen[1]",
             "server.shutdown_grace",
             "upstream[0].servers[0]",
+            "upstream[0].overload_queue_delay",
             "route[0].upstream",
             "route[1].name",
             "route[1].path_prefix",

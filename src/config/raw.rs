@@ -92,6 +92,7 @@ pub struct RawUpstream {
     pub max_concurrency_limit: Option<i64>,
     pub codel_target: Option<String>,
     pub codel_interval: Option<String>,
+    pub overload_queue_delay: Option<String>,
     pub health_check: Option<super::admission::RawHealthCheck>,
     pub outlier_detection: Option<super::admission::RawOutlier>,
     pub retries: Option<super::admission::RawRetries>,

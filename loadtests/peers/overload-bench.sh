@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# Overload at 10x capacity (issue 4): scenarios/overload-10x.toml run by floodgate-load
-# against (a) the shop directly, (b) floodgate's admission queue, (c) nginx limit_req +
-# max_conns (nginx-limit.conf), (d) HAProxy maxconn + queue (haproxy-queue.cfg).
-# Each target gets a FRESH shop (capacity 50, 200 ms, collapse 200: fresh counters)
-# and its own gateway; after the run the shop's /__shop/stats is read (errors,
-# peak_in_flight) and the gateway's CPU is taken from /proc. Load stays on loopback.
+# Overload at 10x capacity (issue 4): scenarios/overload-10x.toml (25,000 req/s for
+# 30 s against a shop of 50 x 20 ms) run by floodgate-load against
+#   capacity       the shop alone, 50 closed-loop clients (scenarios/shop-capacity.toml):
+#                  what it really serves, the baseline for goodput
+#   direct         no gateway
+#   floodgate      its admission queue (scenarios/gateway/overload-10x.toml)
+#   nginx          limit_req burst=200 as a delaying queue at the shop's rate, plus
+#                  max_conns=50 (nginx-limit.conf)
+#   nginx-nodelay  the same with `nodelay`: no queue, the excess refused at once
+#   haproxy        maxconn 50 + a 200-deep queue, timeout queue 1s (haproxy-queue.cfg)
+# Each target gets a FRESH shop (fresh counters) and its own gateway; after the run
+# the shop's /__shop/stats is read (errors, peak_in_flight) and the gateway's CPU is
+# taken from /proc. Load stays on loopback.
 #
 # Builds nothing: cargo build --release -p floodgate -p floodgate-loadtest
 #
-#   loadtests/peers/overload-bench.sh                 # all four, results in $OUT
+#   loadtests/peers/overload-bench.sh                 # every target, results in $OUT
 #   TARGETS="floodgate haproxy" loadtests/peers/overload-bench.sh
+#   SUMMARY_ONLY=1 loadtests/peers/overload-bench.sh  # the table of the results in $OUT
 #
 # Environment: OUT (result dir, /tmp/overload-bench), TARGETS, PAUSE (s between runs, 3),
 #   FLOODGATE_BIN, LOAD_BIN, NGINX_BIN, HAPROXY_BIN, and the peers' knobs:
-#   MAX_CONC (50)  QUEUE_SIZE (200)  QUEUE_TIMEOUT (1s)
-#   SITE_RATE (250r/s = capacity)  SITE_BURST (50)   nginx limit_req on $host, nodelay
-#   HAPROXY_MAXCONN (9000)  SUMMARY_ONLY=1 (print the table of earlier results in $OUT)
+#   MAX_CONC (50)  QUEUE_SIZE (200)  QUEUE_TIMEOUT (1s)  HAPROXY_MAXCONN (9000)
+#   SITE_RATE (2500r/s = nominal capacity)  SITE_BURST (200 = queue; nginx-nodelay: 50)
 #   (nginx's per-client limit_req/limit_conn are set out of the way: every request
 #   comes from the one generator address, so a per-client limit would be a second
 #   site-wide limit; the per-client comparison is the bot-storm measurement.)
@@ -24,12 +31,13 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 SCEN="$ROOT/loadtests/scenarios/overload-10x.toml"
+CAPACITY_SCEN="$ROOT/loadtests/scenarios/shop-capacity.toml"
 FG_TEMPLATE="$ROOT/loadtests/scenarios/gateway/overload-10x.toml"
 OUT="${OUT:-/tmp/overload-bench}"
-TARGETS="${TARGETS:-direct floodgate nginx haproxy}"
+TARGETS="${TARGETS:-capacity direct floodgate nginx nginx-nodelay haproxy}"
 PAUSE="${PAUSE:-3}"
 MAX_CONC="${MAX_CONC:-50}"; QUEUE_SIZE="${QUEUE_SIZE:-200}"; QUEUE_TIMEOUT="${QUEUE_TIMEOUT:-1s}"
-SITE_RATE="${SITE_RATE:-250r/s}"; SITE_BURST="${SITE_BURST:-50}"
+SITE_RATE="${SITE_RATE:-2500r/s}"; SITE_BURST="${SITE_BURST:-$QUEUE_SIZE}"
 FLOODGATE_BIN="${FLOODGATE_BIN:-$ROOT/target/release/floodgate}"
 LOAD_BIN="${LOAD_BIN:-$ROOT/target/release/floodgate-load}"
 NGINX_BIN="${NGINX_BIN:-nginx}"
@@ -38,6 +46,8 @@ HAPROXY_BIN="${HAPROXY_BIN:-haproxy}"
 # `ulimit -n` of 20000 HAProxy refuses to start, so it is lowered here (still above
 # the generator's 8,000 connections).
 HAPROXY_MAXCONN="${HAPROXY_MAXCONN:-9000}"
+# The shop of both scenarios (kept in step with their [shop] tables).
+SHOP_ARGS=(--capacity 50 --latency 20ms --collapse 200)
 
 die() { echo "overload-bench: $*" >&2; exit 1; }
 [[ -x "$FLOODGATE_BIN" && -x "$LOAD_BIN" ]] || die "build first: cargo build --release -p floodgate -p floodgate-loadtest"
@@ -60,18 +70,30 @@ wait_ok() {  # url
     for _ in $(seq 100); do curl -sf -m 1 -o /dev/null "$1" && return 0; sleep 0.1; done
     return 1
 }
+# start_nginx_limit W PORT SHOP BURST DELAY: nginx-limit.conf filled in; sets GW_PID.
+start_nginx_limit() {
+    local w="$1" port="$2" shop="$3" burst="$4" delay="$5"
+    sed -e "s|__LISTEN__|127.0.0.1:$port|" -e "s|__UPSTREAM__|$shop|" -e "s|__PREFIX__|$w|g" \
+        -e "s|__WORKERS__|auto|" -e "s|__CLIENT_RATE__|100000r/s|" -e "s|__CLIENT_BURST__|100000|" \
+        -e "s|__SITE_RATE__|$SITE_RATE|" -e "s|__SITE_BURST__|$burst|" -e "s|__SITE_DELAY__|$delay|" \
+        -e "s|__CLIENT_CONNS__|60000|" -e "s|__MAX_CONNS__|$MAX_CONC|" \
+        "$HERE/nginx-limit.conf" >"$w/nginx.conf"
+    "$NGINX_BIN" -t -q -p "$w" -e "$w/error.log" -c "$w/nginx.conf" || die "nginx config rejected"
+    "$NGINX_BIN" -p "$w" -e "$w/error.log" -c "$w/nginx.conf" &
+    GW_PID=$!
+}
 
-SUMMARY_ONLY="${SUMMARY_ONLY:-0}"   # 1: only print the table from the results in $OUT
+SUMMARY_ONLY="${SUMMARY_ONLY:-0}"
 for t in $TARGETS; do
     [[ "$SUMMARY_ONLY" == 1 ]] && break
     W="$(mktemp -d /tmp/overload-$t.XXXXXX)"; chmod 755 "$W"
     SP="$(free_port)"; GP="$(free_port)"; AP="$(free_port)"
     SHOP="127.0.0.1:$SP"
-    "$FLOODGATE_BIN" shop --listen "$SHOP" --capacity 50 --latency 200ms --collapse 200 >"$W/shop.log" 2>&1 &
-    SHOP_PID=$!; PIDS+=("$SHOP_PID")
+    start_shop "$SHOP" "$W/shop.log" "${SHOP_ARGS[@]}"
     wait_ok "http://$SHOP/healthz" || die "shop did not start"
-    GW_PID=""
+    GW_PID=""; RUN_SCEN="$SCEN"
     case $t in
+        capacity) URL="http://$SHOP"; RUN_SCEN="$CAPACITY_SCEN" ;;
         direct) URL="http://$SHOP" ;;
         floodgate)
             sed -e "s|{listen}|127.0.0.1:$GP|" -e "s|{admin_listen}|127.0.0.1:$AP|" -e "s|{shop_addr}|$SHOP|" \
@@ -79,15 +101,8 @@ for t in $TARGETS; do
             "$FLOODGATE_BIN" check --config "$W/floodgate.toml" >/dev/null || die "floodgate config rejected"
             "$FLOODGATE_BIN" run --config "$W/floodgate.toml" >"$W/floodgate.log" 2>&1 &
             GW_PID=$!; URL="http://127.0.0.1:$GP" ;;
-        nginx)
-            sed -e "s|__LISTEN__|127.0.0.1:$GP|" -e "s|__UPSTREAM__|$SHOP|" -e "s|__PREFIX__|$W|g" \
-                -e "s|__WORKERS__|auto|" -e "s|__CLIENT_RATE__|100000r/s|" -e "s|__CLIENT_BURST__|100000|" \
-                -e "s|__SITE_RATE__|$SITE_RATE|" -e "s|__SITE_BURST__|$SITE_BURST|" \
-                -e "s|__CLIENT_CONNS__|60000|" -e "s|__MAX_CONNS__|$MAX_CONC|" \
-                "$HERE/nginx-limit.conf" >"$W/nginx.conf"
-            "$NGINX_BIN" -t -q -p "$W" -e "$W/error.log" -c "$W/nginx.conf" || die "nginx config rejected"
-            "$NGINX_BIN" -p "$W" -e "$W/error.log" -c "$W/nginx.conf" &
-            GW_PID=$!; URL="http://127.0.0.1:$GP" ;;
+        nginx) start_nginx_limit "$W" "$GP" "$SHOP" "$SITE_BURST" ""; URL="http://127.0.0.1:$GP" ;;
+        nginx-nodelay) start_nginx_limit "$W" "$GP" "$SHOP" 50 nodelay; URL="http://127.0.0.1:$GP" ;;
         haproxy)
             sed -e "s|__LISTEN__|127.0.0.1:$GP|" -e "s|__ADMIN__|127.0.0.1:$AP|" -e "s|__UPSTREAM__|$SHOP|" \
                 -e "s|__PREFIX__|$W|g" -e "s|__THREADS__|2|" -e "s|__MAX_CONCURRENCY__|$MAX_CONC|" \
@@ -106,7 +121,7 @@ for t in $TARGETS; do
     echo "=== $t ($URL, shop $SHOP) load $(cut -d' ' -f1-3 /proc/loadavg)"
     g0=0; [[ -n "$GW_PID" ]] && g0=$(ticks_tree "$GW_PID")
     s0=$(ticks_of "$SHOP_PID")
-    timeout 60 "$LOAD_BIN" run "$SCEN" --target "$t=$URL" --quiet \
+    timeout 60 "$LOAD_BIN" run "$RUN_SCEN" --target "$t=$URL" --quiet \
         --json "$OUT/$t.json" >"$OUT/$t.txt" 2>&1 || echo "  floodgate-load exited $? (see $OUT/$t.txt)"
     g1=0; [[ -n "$GW_PID" ]] && g1=$(ticks_tree "$GW_PID")
     s1=$(ticks_of "$SHOP_PID")
@@ -122,18 +137,25 @@ done
 python3 - "$OUT" $TARGETS <<'EOF'
 import json, sys, os
 out, targets = sys.argv[1], sys.argv[2:]
-print(f"\n{'target':<10} {'origin err':>10} {'origin peak':>11} {'goodput 2xx/s':>13} {'p50 2xx ms':>10} {'p99 2xx ms':>10} "
-      f"{'p99 refusal ms':>14} {'refusals':>8} {'timeouts':>8} {'other':>6} {'gen cpu':>8} {'gw cpu s':>8}")
-for t in targets:
+def load(name):
     try:
-        r = json.load(open(os.path.join(out, t + ".json")))
-    except Exception as e:
-        print(f"{t:<10} no result ({e})"); continue
-    try:
-        shop = json.load(open(os.path.join(out, t + ".shop.json")))
+        return json.load(open(os.path.join(out, name)))
     except Exception:
-        shop = {}
-    cpu = json.load(open(os.path.join(out, t + ".cpu.json")))
+        return None
+cap = load("capacity.json")
+capacity = cap["goodput"] if cap else None
+if capacity:
+    print(f"\nshop capacity measured: {capacity:.0f} req/s (50 closed-loop clients, no gateway; nominal 2,500)")
+print(f"\n{'target':<14} {'origin err':>10} {'origin peak':>11} {'goodput/s':>9} {'of cap.':>7} {'p50 2xx':>8} {'p99 2xx':>8} "
+      f"{'p99 refusal':>11} {'refusals':>8} {'timeouts':>8} {'other':>6} {'gen cpu':>7} {'gw cpu s':>8}")
+for t in targets:
+    if t == "capacity":
+        continue
+    r = load(t + ".json")
+    if r is None:
+        print(f"{t:<14} no result"); continue
+    shop = load(t + ".shop.json") or {}
+    cpu = load(t + ".cpu.json") or {"gateway_cpu_s": 0}
     st = r.get("statuses", {})
     refusals = sum(v for k, v in st.items() if k in ("429", "503"))
     cl = r.get("classes", {})
@@ -141,9 +163,10 @@ for t in targets:
     lr = r.get("latency_refusals") or {}
     gen = next((c for c in r.get("cpu", []) if c["name"] == "generator"), {})
     other = sum(v for k, v in st.items() if not k.startswith("2") and k not in ("429", "503"))
-    f = lambda v: "-" if v is None else f"{v:.0f}"
-    print(f"{t:<10} {shop.get('errors','?'):>10} {shop.get('peak_in_flight','?'):>11} {r['goodput']:>13.0f} "
-          f"{f(l2.get('p50_ms')):>10} {f(l2.get('p99_ms')):>10} {f(lr.get('p99_ms')):>14} {refusals:>8} "
-          f"{cl.get('timeout',0):>8} {other:>6} {gen.get('cores',0):>8.2f} {cpu['gateway_cpu_s']:>8}")
-    print(f"{'':<10} statuses {st}  sent {r['sent']} dropped {r['dropped']} warnings {r.get('warnings')}")
+    f = lambda v: "-" if v is None else (f"{v:.1f}" if v < 10 else f"{v:.0f}")
+    share = f"{100 * r['goodput'] / capacity:.0f}%" if capacity else "-"
+    print(f"{t:<14} {shop.get('errors','?'):>10} {shop.get('peak_in_flight','?'):>11} {r['goodput']:>9.0f} {share:>7} "
+          f"{f(l2.get('p50_ms')):>8} {f(l2.get('p99_ms')):>8} {f(lr.get('p99_ms')):>11} {refusals:>8} "
+          f"{cl.get('timeout',0):>8} {other:>6} {gen.get('cores',0):>7.2f} {cpu['gateway_cpu_s']:>8}")
+    print(f"{'':<14} statuses {st}  sent {r['sent']} dropped {r['dropped']} connections {r.get('connections_opened')}")
 EOF

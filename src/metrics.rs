@@ -47,6 +47,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     /// `floodgate_queue_depth{upstream}`: requests waiting for an admission slot.
     pub queue_depth: IntGaugeVec,
+    /// `floodgate_queue_overloaded{upstream}`: 1 while CoDel says the queue is standing.
+    pub queue_overloaded: IntGaugeVec,
     /// `floodgate_queue_wait_seconds{upstream}`: time from queued to admitted.
     pub queue_wait: HistogramVec,
     /// `floodgate_concurrency_limit{upstream}`: the admission limit now (moves when adaptive).
@@ -144,6 +146,14 @@ impl Metrics {
             &["upstream"],
         )
         .expect("valid metric");
+        let queue_overloaded = IntGaugeVec::new(
+            Opts::new(
+                "floodgate_queue_overloaded",
+                "1 while an upstream's admission queue is overloaded (standing: newest first, short queue)",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
         let queue_wait = HistogramVec::new(
             HistogramOpts::new(
                 "floodgate_queue_wait_seconds",
@@ -195,6 +205,7 @@ impl Metrics {
         .expect("valid metric");
         for c in [
             Box::new(queue_depth.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(queue_overloaded.clone()),
             Box::new(queue_wait.clone()),
             Box::new(concurrency_limit.clone()),
             Box::new(shed.clone()),
@@ -265,6 +276,7 @@ impl Metrics {
             connections_total,
             config_reloads,
             queue_depth,
+            queue_overloaded,
             queue_wait,
             concurrency_limit,
             shed,

@@ -386,6 +386,11 @@ async fn under_a_standing_crowd_the_newest_is_served_and_older_waiters_are_refus
         .map(ask)
         .collect();
     until("three shoppers wait", || depth(&gw) == 3.0).await;
+    assert_eq!(
+        metric(&gw, "floodgate_queue_overloaded", &[("upstream", "shop")]),
+        0.0,
+        "a queue that just filled is absorbing a burst"
+    );
     // The queue is full and its oldest has waited past the target: standing.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let late = ask("/products/4");
@@ -405,6 +410,10 @@ async fn under_a_standing_crowd_the_newest_is_served_and_older_waiters_are_refus
     );
     assert_eq!(shed(&gw, "codel"), 3.0);
     assert_eq!(depth(&gw), 1.0);
+    assert_eq!(
+        metric(&gw, "floodgate_queue_overloaded", &[("upstream", "shop")]),
+        1.0
+    );
     // The newest is the one served when the slot frees (after ~400 of its 500 ms).
     assert_eq!(late.await.unwrap().status, StatusCode::OK);
     assert_eq!(blocker.await.unwrap().status, StatusCode::OK);

@@ -19,7 +19,10 @@
 #   TARGETS="floodgate haproxy" loadtests/peers/overload-bench.sh
 #   SUMMARY_ONLY=1 loadtests/peers/overload-bench.sh  # the table of the results in $OUT
 #
-# Environment: OUT (result dir, /tmp/overload-bench), TARGETS, PAUSE (s between runs, 3),
+# Environment: OUT (result dir, /tmp/overload-bench), TARGETS, ROUNDS (3: every target
+#   once per round, in turn, so a noisy minute on this shared 2-core box hits them all
+#   alike; the table gives each figure's median over the rounds), PAUSE (s between runs, 3),
+#   FG_TEMPLATE (floodgate's config template),
 #   FLOODGATE_BIN, LOAD_BIN, NGINX_BIN, HAPROXY_BIN, and the peers' knobs:
 #   MAX_CONC (50)  QUEUE_SIZE (200)  QUEUE_TIMEOUT (1s)  HAPROXY_MAXCONN (9000)
 #   SITE_RATE (2500r/s = nominal capacity)  SITE_BURST (200 = queue; nginx-nodelay: 50)
@@ -32,10 +35,11 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 SCEN="$ROOT/loadtests/scenarios/overload-10x.toml"
 CAPACITY_SCEN="$ROOT/loadtests/scenarios/shop-capacity.toml"
-FG_TEMPLATE="$ROOT/loadtests/scenarios/gateway/overload-10x.toml"
+FG_TEMPLATE="${FG_TEMPLATE:-$ROOT/loadtests/scenarios/gateway/overload-10x.toml}"
 OUT="${OUT:-/tmp/overload-bench}"
 TARGETS="${TARGETS:-capacity direct floodgate nginx nginx-nodelay haproxy}"
 PAUSE="${PAUSE:-3}"
+ROUNDS="${ROUNDS:-3}"
 MAX_CONC="${MAX_CONC:-50}"; QUEUE_SIZE="${QUEUE_SIZE:-200}"; QUEUE_TIMEOUT="${QUEUE_TIMEOUT:-1s}"
 SITE_RATE="${SITE_RATE:-2500r/s}"; SITE_BURST="${SITE_BURST:-$QUEUE_SIZE}"
 FLOODGATE_BIN="${FLOODGATE_BIN:-$ROOT/target/release/floodgate}"
@@ -84,8 +88,10 @@ start_nginx_limit() {
 }
 
 SUMMARY_ONLY="${SUMMARY_ONLY:-0}"
+for round in $(seq "$ROUNDS"); do
 for t in $TARGETS; do
-    [[ "$SUMMARY_ONLY" == 1 ]] && break
+    [[ "$SUMMARY_ONLY" == 1 ]] && break 2
+    R="$OUT/$t.r$round"
     W="$(mktemp -d /tmp/overload-$t.XXXXXX)"; chmod 755 "$W"
     SP="$(free_port)"; GP="$(free_port)"; AP="$(free_port)"
     SHOP="127.0.0.1:$SP"
@@ -118,55 +124,87 @@ for t in $TARGETS; do
     wait_ok "$URL/healthz" || { tail -n 20 "$W"/*.log >&2 || true; die "$t does not answer at $URL"; }
     sleep 1
     curl -sf -X POST "http://$SHOP/__shop/reset" >/dev/null
-    echo "=== $t ($URL, shop $SHOP) load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "=== round $round/$ROUNDS $t ($URL, shop $SHOP) load $(cut -d' ' -f1-3 /proc/loadavg)"
     g0=0; [[ -n "$GW_PID" ]] && g0=$(ticks_tree "$GW_PID")
     s0=$(ticks_of "$SHOP_PID")
     timeout 60 "$LOAD_BIN" run "$RUN_SCEN" --target "$t=$URL" --quiet \
-        --json "$OUT/$t.json" >"$OUT/$t.txt" 2>&1 || echo "  floodgate-load exited $? (see $OUT/$t.txt)"
+        --json "$R.json" >"$R.txt" 2>&1 || echo "  floodgate-load exited $? (see $R.txt)"
     g1=0; [[ -n "$GW_PID" ]] && g1=$(ticks_tree "$GW_PID")
     s1=$(ticks_of "$SHOP_PID")
-    curl -s -m 5 "http://$SHOP/__shop/stats" >"$OUT/$t.shop.json" || echo '{}' >"$OUT/$t.shop.json"
+    curl -s -m 5 "http://$SHOP/__shop/stats" >"$R.shop.json" || echo '{}' >"$R.shop.json"
     awk -v a="$g0" -v b="$g1" -v c="$s0" -v d="$s1" -v hz="$HZ" \
-        'BEGIN{printf "{\"gateway_cpu_s\": %.2f, \"shop_cpu_s\": %.2f}\n", (b-a)/hz, (d-c)/hz}' >"$OUT/$t.cpu.json"
-    cat "$OUT/$t.shop.json"; echo
+        'BEGIN{printf "{\"gateway_cpu_s\": %.2f, \"shop_cpu_s\": %.2f}\n", (b-a)/hz, (d-c)/hz}' >"$R.cpu.json"
+    cat "$R.shop.json"; echo
     stop_pids
     rm -rf "$W"
     sleep "$PAUSE"
 done
+done
 
-python3 - "$OUT" $TARGETS <<'EOF'
-import json, sys, os
-out, targets = sys.argv[1], sys.argv[2:]
+python3 - "$OUT" "$ROUNDS" $TARGETS <<'EOF'
+import json, sys, os, statistics
+out, rounds, targets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def load(name):
     try:
         return json.load(open(os.path.join(out, name)))
     except Exception:
         return None
-cap = load("capacity.json")
-capacity = cap["goodput"] if cap else None
+def runs(t):
+    """Each round's figures for target t."""
+    rows = []
+    for i in range(1, rounds + 1):
+        r = load(f"{t}.r{i}.json")
+        if r is None:
+            continue
+        shop = load(f"{t}.r{i}.shop.json") or {}
+        cpu = load(f"{t}.r{i}.cpu.json") or {}
+        st = r.get("statuses", {})
+        gen = next((c for c in r.get("cpu", []) if c["name"] == "generator"), {})
+        rows.append({
+            "errors": shop.get("errors"), "peak": shop.get("peak_in_flight"),
+            "goodput": r["goodput"],
+            "p50": (r.get("latency_2xx") or {}).get("p50_ms"),
+            "p99": (r.get("latency_2xx") or {}).get("p99_ms"),
+            "p99r": (r.get("latency_refusals") or {}).get("p99_ms"),
+            "refusals": sum(v for k, v in st.items() if k in ("429", "503")),
+            "timeouts": r.get("classes", {}).get("timeout", 0),
+            "other": sum(v for k, v in st.items() if not k.startswith("2") and k not in ("429", "503")),
+            "gen": gen.get("cores", 0), "gw": cpu.get("gateway_cpu_s", 0),
+            "dropped": r["dropped"], "statuses": st,
+        })
+    return rows
+def med(rows, k):
+    v = [x[k] for x in rows if x[k] is not None]
+    return statistics.median(v) if v else None
+def fmt(v):
+    if v is None:
+        return "-"
+    return f"{v:.0f}" if v >= 10 or float(v).is_integer() else f"{v:.1f}"
+def spread(rows, k):
+    v = [x[k] for x in rows if x[k] is not None]
+    return f"[{fmt(min(v))}-{fmt(max(v))}]" if len(v) > 1 else ""
+cap = runs("capacity")
+capacity = med(cap, "goodput") if cap else None
 if capacity:
     print(f"\nshop capacity measured: {capacity:.0f} req/s (50 closed-loop clients, no gateway; nominal 2,500)")
-print(f"\n{'target':<14} {'origin err':>10} {'origin peak':>11} {'goodput/s':>9} {'of cap.':>7} {'p50 2xx':>8} {'p99 2xx':>8} "
-      f"{'p99 refusal':>11} {'refusals':>8} {'timeouts':>8} {'other':>6} {'gen cpu':>7} {'gw cpu s':>8}")
+print(f"\nmedian of {rounds} round(s), [lowest-highest] beside the p99s")
+print(f"{'target':<14} {'origin err':>10} {'peak':>5} {'goodput/s':>9} {'of cap.':>7} {'p50 2xx':>8} "
+      f"{'p99 2xx':>16} {'p99 refusal':>16} {'refusals':>8} {'timeouts':>8} {'other':>6} {'gw cpu s':>8}")
 for t in targets:
     if t == "capacity":
         continue
-    r = load(t + ".json")
-    if r is None:
-        print(f"{t:<14} no result"); continue
-    shop = load(t + ".shop.json") or {}
-    cpu = load(t + ".cpu.json") or {"gateway_cpu_s": 0}
-    st = r.get("statuses", {})
-    refusals = sum(v for k, v in st.items() if k in ("429", "503"))
-    cl = r.get("classes", {})
-    l2 = r.get("latency_2xx") or {}
-    lr = r.get("latency_refusals") or {}
-    gen = next((c for c in r.get("cpu", []) if c["name"] == "generator"), {})
-    other = sum(v for k, v in st.items() if not k.startswith("2") and k not in ("429", "503"))
-    f = lambda v: "-" if v is None else (f"{v:.1f}" if v < 10 else f"{v:.0f}")
-    share = f"{100 * r['goodput'] / capacity:.0f}%" if capacity else "-"
-    print(f"{t:<14} {shop.get('errors','?'):>10} {shop.get('peak_in_flight','?'):>11} {r['goodput']:>9.0f} {share:>7} "
-          f"{f(l2.get('p50_ms')):>8} {f(l2.get('p99_ms')):>8} {f(lr.get('p99_ms')):>11} {refusals:>8} "
-          f"{cl.get('timeout',0):>8} {other:>6} {gen.get('cores',0):>7.2f} {cpu['gateway_cpu_s']:>8}")
-    print(f"{'':<14} statuses {st}  sent {r['sent']} dropped {r['dropped']} connections {r.get('connections_opened')}")
+    rows = runs(t)
+    if not rows:
+        print(f"{t:<14} no result")
+        continue
+    g = med(rows, "goodput")
+    share = f"{100 * g / capacity:.0f}%" if capacity else "-"
+    p99 = f"{fmt(med(rows, 'p99'))} {spread(rows, 'p99')}"
+    p99r = f"{fmt(med(rows, 'p99r'))} {spread(rows, 'p99r')}"
+    print(f"{t:<14} {fmt(med(rows, 'errors')):>10} {fmt(med(rows, 'peak')):>5} {g:>9.0f} {share:>7} "
+          f"{fmt(med(rows, 'p50')):>8} {p99:>16} {p99r:>16} {med(rows, 'refusals'):>8.0f} "
+          f"{med(rows, 'timeouts'):>8.0f} {med(rows, 'other'):>6.0f} {med(rows, 'gw'):>8.1f}")
+    for i, x in enumerate(rows, 1):
+        print(f"{'':<14} round {i}: goodput {x['goodput']:.0f}, p99 2xx {fmt(x['p99'])}, p99 refusal "
+              f"{fmt(x['p99r'])}, statuses {x['statuses']}, dropped {x['dropped']}, generator {x['gen']:.2f} cores")
 EOF

@@ -106,12 +106,15 @@ impl Codel {
     /// at every clump while a 10x crowd is still at the door. (Ending overload on an
     /// empty queue flipped a 10x run back to FIFO 60 times in 10 s, each time letting
     /// a full queue of 86 ms waits build up again.)
-    pub fn settle(&mut self, now: Instant) {
+    /// Returns whether it ended the overload now.
+    pub fn settle(&mut self, now: Instant) -> bool {
         if self.overloaded && now.duration_since(self.last_refusal) >= self.interval {
             self.overloaded = false;
             self.window_start = now;
             self.window_min = None;
+            return true;
         }
+        false
     }
 }
 

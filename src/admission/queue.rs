@@ -52,6 +52,7 @@ impl Settings {
 #[derive(Clone)]
 pub struct AdmissionMetrics {
     depth: IntGauge,
+    overloaded: IntGauge,
     wait: Histogram,
     limit: IntGauge,
     shed: [IntCounter; 5],
@@ -62,6 +63,7 @@ impl AdmissionMetrics {
     pub fn new(metrics: &Metrics, upstream: &str) -> Self {
         AdmissionMetrics {
             depth: metrics.queue_depth.with_label_values(&[upstream]),
+            overloaded: metrics.queue_overloaded.with_label_values(&[upstream]),
             wait: metrics.queue_wait.with_label_values(&[upstream]),
             limit: metrics.concurrency_limit.with_label_values(&[upstream]),
             shed: ShedReason::ALL.map(|r| metrics.shed.with_label_values(&[upstream, r.as_str()])),
@@ -139,6 +141,7 @@ impl Admission {
         };
         metrics.limit.set(limit.get() as i64);
         metrics.depth.set(0);
+        metrics.overloaded.set(0);
         Arc::new(Admission {
             state: Mutex::new(State {
                 service: None,
@@ -208,7 +211,9 @@ impl Admission {
     /// Whether the queue is in CoDel overload (LIFO, short queue, short waits).
     pub fn overloaded(&self) -> bool {
         let mut st = self.lock();
-        st.codel.settle(Instant::now());
+        if st.codel.settle(Instant::now()) {
+            self.publish(&st);
+        }
         st.codel.overloaded()
     }
 
@@ -228,7 +233,9 @@ impl Admission {
         let now = Instant::now();
         let (id, rx, deadline, timeout_reason) = {
             let mut st = self.lock();
-            st.codel.settle(now);
+            if st.codel.settle(now) {
+                self.publish(&st);
+            }
             if st.queued == 0 && st.in_flight < st.limit.get() {
                 st.in_flight += 1;
                 st.codel.observe(now, Duration::ZERO);
@@ -236,7 +243,7 @@ impl Admission {
             }
             let (room, pushed_out) = make_room(&mut st, class, now);
             if let Err(refusal) = room {
-                self.metrics.depth.set(st.queued as i64);
+                self.publish(&st);
                 drop(st);
                 self.push_out(pushed_out);
                 self.metrics.shed(refusal);
@@ -257,7 +264,7 @@ impl Admission {
                 tx,
             });
             st.queued += 1;
-            self.metrics.depth.set(st.queued as i64);
+            self.publish(&st);
             drop(st);
             self.push_out(pushed_out);
             (id, rx, now + timeout, reason)
@@ -291,6 +298,14 @@ impl Admission {
         }
     }
 
+    /// Updates the queue's gauges: depth, and whether it is overloaded.
+    fn publish(&self, st: &State) {
+        self.metrics.depth.set(st.queued as i64);
+        self.metrics
+            .overloaded
+            .set(i64::from(st.codel.overloaded()));
+    }
+
     /// Tells waiters taken out of the queue to make room that they are refused.
     fn push_out(&self, waiters: Vec<(Waiter, ShedReason)>) {
         for (w, reason) in waiters {
@@ -311,7 +326,7 @@ impl Admission {
         if reason == ShedReason::Codel {
             st.codel.refused(Instant::now());
         }
-        self.metrics.depth.set(st.queued as i64);
+        self.publish(&st);
         true
     }
 
@@ -380,7 +395,7 @@ impl Admission {
             st.in_flight += 1;
             out.push((w, Grant::Admitted));
         }
-        self.metrics.depth.set(st.queued as i64);
+        self.publish(st);
         out
     }
 }

@@ -33,7 +33,7 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-SCEN="$ROOT/loadtests/scenarios/overload-10x.toml"
+SCEN="${SCEN:-$ROOT/loadtests/scenarios/overload-10x.toml}"
 CAPACITY_SCEN="$ROOT/loadtests/scenarios/shop-capacity.toml"
 FG_TEMPLATE="${FG_TEMPLATE:-$ROOT/loadtests/scenarios/gateway/overload-10x.toml}"
 OUT="${OUT:-/tmp/overload-bench}"

@@ -160,7 +160,11 @@ def runs(t):
         cpu = load(f"{t}.r{i}.cpu.json") or {}
         st = r.get("statuses", {})
         gen = next((c for c in r.get("cpu", []) if c["name"] == "generator"), {})
+        sus = r.get("sustained") or {}
         rows.append({
+            "after": sus.get("after_s"),
+            "p99s": (sus.get("latency_2xx") or {}).get("p99_ms"),
+            "p99rs": (sus.get("latency_refusals") or {}).get("p99_ms"),
             "errors": shop.get("errors"), "peak": shop.get("peak_in_flight"),
             "goodput": r["goodput"],
             "p50": (r.get("latency_2xx") or {}).get("p50_ms"),
@@ -204,6 +208,9 @@ for t in targets:
     print(f"{t:<14} {fmt(med(rows, 'errors')):>10} {fmt(med(rows, 'peak')):>5} {g:>9.0f} {share:>7} "
           f"{fmt(med(rows, 'p50')):>8} {p99:>16} {p99r:>16} {med(rows, 'refusals'):>8.0f} "
           f"{med(rows, 'timeouts'):>8.0f} {med(rows, 'other'):>6.0f} {med(rows, 'gw'):>8.1f}")
+    if any(x["p99s"] is not None for x in rows):
+        print(f"{'':<14} scheduled after the first {fmt(rows[0]['after'])} s: p99 2xx {fmt(med(rows, 'p99s'))} {spread(rows, 'p99s')}, "
+              f"p99 refusal {fmt(med(rows, 'p99rs'))} {spread(rows, 'p99rs')}")
     for i, x in enumerate(rows, 1):
         print(f"{'':<14} round {i}: goodput {x['goodput']:.0f}, p99 2xx {fmt(x['p99'])}, p99 refusal "
               f"{fmt(x['p99r'])}, statuses {x['statuses']}, dropped {x['dropped']}, generator {x['gen']:.2f} cores")

@@ -197,7 +197,9 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
             &target.authority,
             scenario.max_connections,
         ),
-        rec: Mutex::new(Recorder::new(start, &names)),
+        rec: Mutex::new(
+            Recorder::new(start, &names).with_sustained_after(scenario.sustained_after),
+        ),
         in_flight: AtomicUsize::new(0),
         sent: AtomicU64::new(0),
         stopping: AtomicBool::new(false),

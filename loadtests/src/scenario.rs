@@ -44,6 +44,7 @@ pub struct RawScenario {
     max_connections: Option<usize>,
     max_requests: Option<u64>,
     max_duration: Option<String>,
+    sustained_after: Option<String>,
     seed: Option<u64>,
     sessions: Option<usize>,
     shop: Option<RawShop>,
@@ -212,6 +213,9 @@ pub struct Scenario {
     pub max_requests: u64,
     /// Hard stop, drain included.
     pub max_duration: Duration,
+    /// Requests scheduled this long after the start also count in a second set of
+    /// latencies, the sustained load without its onset.
+    pub sustained_after: Option<Duration>,
     /// Seed of the random choices, so two targets see the same sequence.
     pub seed: u64,
     /// Shared cookie jars for `cookies = true` entries.
@@ -545,6 +549,10 @@ impl Scenario {
             errs.push("mix: every weight is zero".into());
         }
 
+        let sustained_after = raw
+            .sustained_after
+            .as_deref()
+            .map(|s| duration(errs, "sustained_after", s));
         let max_in_flight = raw.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT);
         let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if max_in_flight == 0 || max_connections == 0 {
@@ -571,6 +579,7 @@ impl Scenario {
             max_connections,
             max_requests,
             max_duration,
+            sustained_after,
             seed: raw.seed.unwrap_or(0x5EED),
             sessions: raw.sessions.unwrap_or(DEFAULT_SESSIONS).max(1),
             mix: Mix::new(entries),

@@ -156,6 +156,17 @@ pub struct EntryStats {
     pub latency: Histogram<u64>,
 }
 
+/// Latencies of the requests scheduled after a point in the run.
+#[derive(Debug)]
+pub struct Sustained {
+    /// Since the start of the run.
+    pub after: Duration,
+    /// 2xx.
+    pub ok: Histogram<u64>,
+    /// 429 and 503.
+    pub refusals: Histogram<u64>,
+}
+
 /// Everything recorded during one run; shared behind a mutex.
 #[derive(Debug)]
 pub struct Recorder {
@@ -178,6 +189,9 @@ pub struct Recorder {
     pub by_class: Vec<Histogram<u64>>,
     /// 429 and 503 only.
     pub refusals: Histogram<u64>,
+    /// Latencies of the requests scheduled at or after this point, when the scenario
+    /// asks for them (`sustained_after`): the load held, without its onset.
+    pub sustained: Option<Sustained>,
     /// How late requests left compared with their schedule, µs.
     pub lag: Histogram<u64>,
     /// Body bytes received.
@@ -210,6 +224,7 @@ impl Recorder {
             all: hist(),
             by_class: Class::ALL.iter().map(|_| hist()).collect(),
             refusals: hist(),
+            sustained: None,
             lag: hist(),
             bytes: 0,
             timeline: Vec::new(),
@@ -225,6 +240,16 @@ impl Recorder {
             shoppers: ShopperStats::new(),
             error_samples: BTreeMap::new(),
         }
+    }
+
+    /// Also records the latencies of requests scheduled `after` the start or later.
+    pub fn with_sustained_after(mut self, after: Option<Duration>) -> Self {
+        self.sustained = after.map(|after| Sustained {
+            after,
+            ok: hist(),
+            refusals: hist(),
+        });
+        self
     }
 
     /// When the run started.
@@ -281,6 +306,17 @@ impl Recorder {
                 self.refusals.saturating_record(l);
             }
         }
+        if let Some(sus) = &mut self.sustained {
+            // Latency runs from the scheduled send, so the send was due at now - latency.
+            let due = now.checked_sub(latency).unwrap_or(self.start);
+            if due.saturating_duration_since(self.start) >= sus.after {
+                if class == Class::Success {
+                    sus.ok.saturating_record(l);
+                } else if status.is_some_and(is_refusal) {
+                    sus.refusals.saturating_record(l);
+                }
+            }
+        }
         if let Some(e) = self.entries.get_mut(entry) {
             e.count += 1;
             if class == Class::Success {
@@ -307,5 +343,50 @@ impl Recorder {
     /// Completions so far.
     pub fn completed_total(&self) -> u64 {
         self.classes.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn the_sustained_view_leaves_out_requests_scheduled_during_the_onset() {
+        let start = Instant::now();
+        let mut rec =
+            Recorder::new(start, &["page".to_string()]).with_sustained_after(Some(2000 * MS));
+        // Scheduled at 1.5 s, answered at 2.5 s: the onset, even though it ended later.
+        rec.completed(
+            start + 2500 * MS,
+            0,
+            Some(503),
+            Class::of_status(503),
+            1000 * MS,
+            0,
+        );
+        // Scheduled at 2.1 s and 2.2 s.
+        rec.completed(
+            start + 2102 * MS,
+            0,
+            Some(503),
+            Class::of_status(503),
+            2 * MS,
+            0,
+        );
+        rec.completed(
+            start + 2230 * MS,
+            0,
+            Some(200),
+            Class::of_status(200),
+            30 * MS,
+            0,
+        );
+        let sus = rec.sustained.as_ref().expect("asked for");
+        assert_eq!(sus.refusals.len(), 1);
+        assert!(sus.refusals.max() < 3_000, "the 1 s refusal is the onset's");
+        assert_eq!(sus.ok.len(), 1);
+        assert_eq!(rec.refusals.len(), 2, "the whole run keeps both");
     }
 }

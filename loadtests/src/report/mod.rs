@@ -171,6 +171,17 @@ pub struct ShopperReport {
     pub session: Option<Percentiles>,
 }
 
+/// Latencies of the requests scheduled after the onset of the load.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SustainedReport {
+    /// Seconds after the start; requests scheduled earlier are left out.
+    pub after_s: f64,
+    /// 2xx only.
+    pub latency_2xx: Option<Percentiles>,
+    /// 429 and 503 only.
+    pub latency_refusals: Option<Percentiles>,
+}
+
 /// Everything about one run against one target.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -218,6 +229,9 @@ pub struct RunReport {
     pub latency_2xx: Option<Percentiles>,
     /// 429 and 503 only.
     pub latency_refusals: Option<Percentiles>,
+    /// The same two, for requests scheduled after `sustained_after` (scenario key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sustained: Option<SustainedReport>,
     /// By class.
     pub latency_by_class: BTreeMap<String, Percentiles>,
     /// Tail counts of all responses and timeouts at fixed thresholds.
@@ -405,6 +419,11 @@ pub fn build(rec: &Recorder, info: BuildInfo) -> RunReport {
         latency_all: Percentiles::of(&rec.all),
         latency_2xx: Percentiles::of(&rec.by_class[Class::Success as usize]),
         latency_refusals: Percentiles::of(&rec.refusals),
+        sustained: rec.sustained.as_ref().map(|s| SustainedReport {
+            after_s: s.after.as_secs_f64(),
+            latency_2xx: Percentiles::of(&s.ok),
+            latency_refusals: Percentiles::of(&s.refusals),
+        }),
         latency_by_class,
         latency_at_least: at_least(&rec.all),
         dispatch_lag,

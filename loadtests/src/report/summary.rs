@@ -87,6 +87,19 @@ pub fn summary(r: &RunReport) -> String {
     row(&mut o, "all", r.latency_all.as_ref());
     row(&mut o, "2xx (success)", r.latency_2xx.as_ref());
     row(&mut o, "429/503 (refused)", r.latency_refusals.as_ref());
+    if let Some(sus) = &r.sustained {
+        let after = format!("{}s", sus.after_s);
+        row(
+            &mut o,
+            &format!("2xx after {after}"),
+            sus.latency_2xx.as_ref(),
+        );
+        row(
+            &mut o,
+            &format!("refused after {after}"),
+            sus.latency_refusals.as_ref(),
+        );
+    }
     for c in [Class::ClientError, Class::ServerError, Class::Timeout] {
         if let Some(p) = r.latency_by_class.get(c.as_str()) {
             row(&mut o, c.as_str(), Some(p));

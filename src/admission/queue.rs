@@ -542,6 +542,15 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     fn admission(limit: usize, queue_size: usize) -> Arc<Admission> {
+        admission_with(limit, queue_size, 5 * MS)
+    }
+
+    /// Target 50 ms, interval 500 ms, queue timeout 10 s.
+    fn admission_with(
+        limit: usize,
+        queue_size: usize,
+        overload_queue_delay: Duration,
+    ) -> Arc<Admission> {
         let metrics = Metrics::new();
         let settings = Settings {
             max_concurrency: Concurrency::Fixed(limit),
@@ -550,7 +559,7 @@ mod tests {
             tuning: AdmissionTuning {
                 codel_target: 50 * MS,
                 codel_interval: 500 * MS,
-                overload_queue_delay: 5 * MS,
+                overload_queue_delay,
                 min_concurrency: 1,
                 max_concurrency_limit: 100,
             },
@@ -715,20 +724,7 @@ mod tests {
     async fn the_overload_queue_holds_what_the_origin_starts_in_overload_queue_delay() {
         // 10 slots, 100 ms per request: the origin starts 100 requests/s, so 20 ms of
         // queue is two waiters.
-        let metrics = Metrics::new();
-        let settings = Settings {
-            max_concurrency: Concurrency::Fixed(10),
-            queue_size: 20,
-            queue_timeout: Duration::from_secs(10),
-            tuning: AdmissionTuning {
-                codel_target: 50 * MS,
-                codel_interval: 500 * MS,
-                overload_queue_delay: 20 * MS,
-                min_concurrency: 1,
-                max_concurrency_limit: 100,
-            },
-        };
-        let adm = Admission::new(settings, AdmissionMetrics::new(&metrics, "t"));
+        let adm = admission_with(10, 20, 20 * MS);
         let log = Log::default();
         let start = Instant::now();
         let mut tasks = Vec::new();
@@ -778,7 +774,8 @@ mod tests {
         ];
         until_queued(&adm, 2).await;
         tokio::time::sleep_until(start + 60 * MS).await;
-        // Standing: the short queue keeps one. The checkout stays; the search goes.
+        // Standing: the short queue keeps one waiter, the newest checkout. The search
+        // is pushed out first, then the older checkout.
         tasks.push(request_of(&adm, Priority::High, "checkout2", &log, start));
         tokio::time::sleep_until(start + 61 * MS).await;
         assert!(adm.overloaded());

@@ -29,8 +29,8 @@ pub const DEFAULT_CODEL_INTERVAL: Duration = Duration::from_millis(500);
 /// waiters on deck that slots freed by a clump of completions are refilled at once,
 /// few enough that the waiters an arrival pushes out were queued for about a
 /// millisecond, so a refusal under a 10x crowd is still an immediate answer. Measured
-/// at 10x with 20 ms pages (2,300 req/s): 1 ms left slots idle around the first
-/// second, 10 ms took refusals' p99 above 5 ms; 2 ms and 5 ms both held it near 3.5 ms.
+/// at 10x with 20 ms pages (2,300 req/s): 1 ms (3 waiters) went through a slow onset
+/// every time, 10 ms took refusals' p99 above 5 ms; 2 ms and 5 ms held it at 3.1–4.3 ms.
 pub const DEFAULT_OVERLOAD_QUEUE_DELAY: Duration = Duration::from_millis(5);
 /// Adaptive concurrency floor: a slow origin still gets a few requests to recover on,
 /// and its latency keeps being measured.

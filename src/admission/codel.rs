@@ -76,11 +76,11 @@ impl Codel {
             // is still there: judging the end by it would flip back to FIFO and make
             // every admitted shopper wait a whole queue again.
             if !self.overloaded && self.window_min.is_some_and(|m| m > self.target) {
-                self.overloaded = true;
-                self.last_refusal = now;
+                self.enter_overload(now);
+            } else {
+                self.window_start = now;
+                self.window_min = None;
             }
-            self.window_start = now;
-            self.window_min = None;
         }
     }
 
@@ -106,6 +106,7 @@ impl Codel {
     /// at every clump while a 10x crowd is still at the door. (Ending overload on an
     /// empty queue flipped a 10x run back to FIFO 60 times in 10 s, each time letting
     /// a full queue of 86 ms waits build up again.)
+    ///
     /// Returns whether it ended the overload now.
     pub fn settle(&mut self, now: Instant) -> bool {
         if self.overloaded && now.duration_since(self.last_refusal) >= self.interval {

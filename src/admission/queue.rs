@@ -606,6 +606,22 @@ mod tests {
         }
     }
 
+    /// Takes the only slot, then queues `waiters` in order behind it.
+    async fn waiting_behind_a_held_slot(
+        adm: &Arc<Admission>,
+        waiters: &[(Priority, &str)],
+        log: &Log,
+        start: Instant,
+    ) -> (Permit, Vec<tokio::task::JoinHandle<()>>) {
+        let held = adm.clone().acquire(Priority::Normal).await.unwrap();
+        let mut tasks = Vec::new();
+        for (i, (class, name)) in waiters.iter().enumerate() {
+            tasks.push(request_of(adm, *class, name, log, start));
+            until_queued(adm, i + 1).await;
+        }
+        (held, tasks)
+    }
+
     fn admitted(log: &Log) -> Vec<String> {
         let log = log.lock().unwrap();
         log.iter().filter(|s| !s.contains(':')).cloned().collect()
@@ -690,12 +706,13 @@ mod tests {
         let adm = admission(1, 2);
         let log = Log::default();
         let start = Instant::now();
-        let held = adm.clone().acquire(Priority::Normal).await.unwrap();
-        let mut tasks = vec![
-            request_of(&adm, Priority::Normal, "a", &log, start),
-            request_of(&adm, Priority::Normal, "b", &log, start),
-        ];
-        until_queued(&adm, 2).await;
+        let (held, mut tasks) = waiting_behind_a_held_slot(
+            &adm,
+            &[(Priority::Normal, "a"), (Priority::Normal, "b")],
+            &log,
+            start,
+        )
+        .await;
         // Full, but its oldest waited 10 ms: a burst being absorbed. First come keep
         // their places; the arrival is refused.
         tokio::time::sleep_until(start + 10 * MS).await;
@@ -767,12 +784,13 @@ mod tests {
         let adm = admission(1, 2);
         let log = Log::default();
         let start = Instant::now();
-        let held = adm.clone().acquire(Priority::Normal).await.unwrap();
-        let mut tasks = vec![
-            request_of(&adm, Priority::High, "checkout1", &log, start),
-            request_of(&adm, Priority::Low, "search1", &log, start),
-        ];
-        until_queued(&adm, 2).await;
+        let (held, mut tasks) = waiting_behind_a_held_slot(
+            &adm,
+            &[(Priority::High, "checkout1"), (Priority::Low, "search1")],
+            &log,
+            start,
+        )
+        .await;
         tokio::time::sleep_until(start + 60 * MS).await;
         // Standing: the short queue keeps one waiter, the newest checkout. The search
         // is pushed out first, then the older checkout.
@@ -795,7 +813,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_burst_that_drains_is_served_first_come_first_served() {
         let adm = admission(2, 100);
-        let log = Arc::new(StdMutex::new(Vec::new()));
+        let log = Log::default();
         let mut tasks = Vec::new();
         for i in 0..6usize {
             tasks.push(request(&adm, &i.to_string(), &log));

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub rate_limit: crate::rate_limit::RateLimitMetrics,
     /// `floodgate_waiting_room_*{room}`.
     pub waiting_room: crate::waiting_room::metrics::Families,
+    /// `floodgate_state_backend_up{backend}`: 1 while the shared-state backend answers.
+    pub state_backend_up: IntGaugeVec,
 }
 
 impl Metrics {
@@ -138,6 +140,11 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        // Both results exist from the start, so `increase()` sees the first reload and
+        // a dashboard shows 0 rather than no data.
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
         let queue_depth = IntGaugeVec::new(
             Opts::new(
                 "floodgate_queue_depth",
@@ -263,9 +270,11 @@ impl Metrics {
         }
         let rate_limit = crate::rate_limit::RateLimitMetrics::register(&registry);
         let waiting_room = crate::waiting_room::metrics::Families::register(&registry);
+        let state_backend_up = register_state_backend_up(&registry);
         Arc::new(Metrics {
             rate_limit,
             waiting_room,
+            state_backend_up,
             registry,
             requests,
             request_duration,
@@ -325,6 +334,30 @@ impl Metrics {
             .expect("text encoding cannot fail");
         buf
     }
+}
+
+/// The state backend every gateway has today: rate limits and rooms in this process.
+pub const LOCAL_STATE_BACKEND: &str = "local";
+
+/// Registers `floodgate_state_backend_up{backend}` with the local backend up.
+///
+/// The local in-memory backend cannot be down, so it reads 1 for the life of the
+/// process; a shared backend (Redis) sets its own child to 0 while it is unreachable,
+/// which is what the dashboard and the `FloodgateStateBackendDown` alert watch.
+fn register_state_backend_up(registry: &Registry) -> IntGaugeVec {
+    let up = IntGaugeVec::new(
+        Opts::new(
+            "floodgate_state_backend_up",
+            "1 while the state backend (rate limits, waiting-room line) answers, 0 while it is unreachable",
+        ),
+        &["backend"],
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(up.clone()))
+        .expect("metric registered once");
+    up.with_label_values(&[LOCAL_STATE_BACKEND]).set(1);
+    up
 }
 
 /// Metric handles of one route.

@@ -98,7 +98,17 @@ fn main() -> ExitCode {
             } else {
                 cfg.log.format
             };
-            floodgate::logging::init(format, &cfg.log.level);
+            let _log = match floodgate::logging::init_with_access_log(
+                format,
+                &cfg.log.level,
+                cfg.log.access_log_file.as_deref(),
+            ) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             runtime().block_on(run(cfg))
         }
         Command::Demo { listen, admin } => {
@@ -147,6 +157,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn run(cfg: config::Config) -> ExitCode {
+    if let Err(e) = floodgate::logging::reopen_on_sigusr1() {
+        eprintln!("cannot install the SIGUSR1 handler: {e}");
+        return ExitCode::FAILURE;
+    }
     let gw = match Gateway::start(cfg).await {
         Ok(g) => g,
         Err(e) => {

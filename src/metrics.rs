@@ -271,6 +271,9 @@ impl Metrics {
         let rate_limit = crate::rate_limit::RateLimitMetrics::register(&registry);
         let waiting_room = crate::waiting_room::metrics::Families::register(&registry);
         let state_backend_up = register_state_backend_up(&registry);
+        registry
+            .register(Box::new(crate::logging::DroppedLines::new()))
+            .expect("metric registered once");
         Arc::new(Metrics {
             rate_limit,
             waiting_room,

@@ -127,6 +127,8 @@ pub struct LogConfig {
     pub level: String,
     /// One event per request, on or off.
     pub access_log: bool,
+    /// Where access-log events go instead of stderr; reopened on SIGUSR1.
+    pub access_log_file: Option<PathBuf>,
 }
 
 /// How requests are spread over an upstream's servers.
@@ -646,10 +648,21 @@ fn compile_log(l: &raw::RawLog, p: &mut Problems) -> LogConfig {
             format!("{level:?} is not a level or filter like \"info\" or \"floodgate=debug\""),
         );
     }
+    let access_log = l.access_log.unwrap_or(true);
+    let access_log_file = l.access_log_file.as_deref().map(PathBuf::from);
+    if l.access_log_file.as_deref() == Some("") {
+        p.add("log.access_log_file", "empty: leave the key out to log to stderr");
+    } else if access_log_file.is_some() && !access_log {
+        p.add(
+            "log.access_log_file",
+            "set while log.access_log = false: the file would stay empty",
+        );
+    }
     LogConfig {
         format,
         level,
-        access_log: l.access_log.unwrap_or(true),
+        access_log,
+        access_log_file,
     }
 }
 

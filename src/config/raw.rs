@@ -71,6 +71,7 @@ pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
     pub access_log: Option<bool>,
+    pub access_log_file: Option<String>,
 }
 
 /// `[[upstream]]`: an origin and how to reach it.

@@ -11,6 +11,8 @@ use floodgate::config::{self, LogFormat};
 use floodgate::shop::ShopProfile;
 use floodgate::Gateway;
 
+mod top;
+
 /// A flash-sale traffic gateway: cache, rate limits, admission queue, waiting room.
 #[derive(Parser)]
 #[command(version, about)]
@@ -44,6 +46,21 @@ enum Command {
         /// Where metrics and the admin API listen.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+    },
+    /// A live terminal view of a running gateway, from its admin API.
+    Top {
+        /// The gateway's admin listener.
+        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// Print one frame (rates over one interval) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Time between frames, and the window rates are measured over, e.g. "1s".
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// A file holding the admin bearer token (default: FLOODGATE_ADMIN_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Only the simulated shop (for load tests and trying a config).
     Shop {
@@ -116,6 +133,26 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("floodgate demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Top {
+            admin,
+            once,
+            interval,
+            token_file,
+        } => {
+            let opts = top::Options {
+                admin,
+                once,
+                interval,
+                token_file,
+            };
+            match runtime().block_on(top::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("floodgate top: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -318,10 +318,7 @@ fn quantile(q: f64, prev: &[(f64, f64)], now: &[(f64, f64)]) -> Option<f64> {
     let delta: Vec<(f64, f64)> = now
         .iter()
         .map(|&(le, c)| {
-            let before = prev
-                .iter()
-                .find(|(l, _)| *l == le)
-                .map_or(0.0, |(_, c)| *c);
+            let before = prev.iter().find(|(l, _)| *l == le).map_or(0.0, |(_, c)| *c);
             (le, (c - before).max(0.0))
         })
         .collect();
@@ -475,21 +472,43 @@ fn routes(out: &mut String, w: &Window, paint: &Paint) {
         "\n{}",
         paint.bold(&format!(
             "{:<20} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>9}",
-            "ROUTE", "req/s", "2xx/s", "3xx/s", "4xx/s", "5xx/s", "total", "p50", "p99", "hit %", "limited/s"
+            "ROUTE",
+            "req/s",
+            "2xx/s",
+            "3xx/s",
+            "4xx/s",
+            "5xx/s",
+            "total",
+            "p50",
+            "p99",
+            "hit %",
+            "limited/s"
         ))
     );
     for route in w.now.label_values("floodgate_requests_total", "route") {
         let r = [("route", route.as_str())];
-        let class =
-            |c: &str| w.rate("floodgate_requests_total", &[("route", &route), ("status_class", c)]);
+        let class = |c: &str| {
+            w.rate(
+                "floodgate_requests_total",
+                &[("route", &route), ("status_class", c)],
+            )
+        };
         let p = |q| w.quantile(q, "floodgate_request_duration_seconds", &r);
         let (hits, lookups) = (
             ["hit", "stale", "coalesced"]
                 .iter()
-                .map(|res| w.rate("floodgate_cache_lookups_total", &[("route", &route), ("result", res)]))
+                .map(|res| {
+                    w.rate(
+                        "floodgate_cache_lookups_total",
+                        &[("route", &route), ("result", res)],
+                    )
+                })
                 .sum::<f64>(),
             w.rate("floodgate_cache_lookups_total", &r)
-                - w.rate("floodgate_cache_lookups_total", &[("route", &route), ("result", "bypass")]),
+                - w.rate(
+                    "floodgate_cache_lookups_total",
+                    &[("route", &route), ("result", "bypass")],
+                ),
         );
         let hit = if lookups > 0.0 {
             format!("{:.0}", 100.0 * hits / lookups)
@@ -521,10 +540,21 @@ fn upstreams(out: &mut String, w: &Window, paint: &Paint) {
         "\n{}",
         paint.bold(&format!(
             "{:<20} {:>13} {:>7} {:>10} {:>9} {:>9} {:>8} {:>8}  {}",
-            "UPSTREAM", "in flight/max", "queued", "overloaded", "wait p99", "shed/s", "errors/s", "healthy", "shed by reason"
+            "UPSTREAM",
+            "in flight/max",
+            "queued",
+            "overloaded",
+            "wait p99",
+            "shed/s",
+            "errors/s",
+            "healthy",
+            "shed by reason"
         ))
     );
-    for up in w.now.label_values("floodgate_upstream_requests_total", "upstream") {
+    for up in w
+        .now
+        .label_values("floodgate_upstream_requests_total", "upstream")
+    {
         let u = [("upstream", up.as_str())];
         let in_flight = w.now.sum("floodgate_upstream_in_flight", &u);
         let limit = w.now.sum("floodgate_concurrency_limit", &u);
@@ -535,7 +565,10 @@ fn upstreams(out: &mut String, w: &Window, paint: &Paint) {
             .label_values("floodgate_shed_total", "reason")
             .into_iter()
             .filter_map(|reason| {
-                let r = w.rate("floodgate_shed_total", &[("upstream", &up), ("reason", &reason)]);
+                let r = w.rate(
+                    "floodgate_shed_total",
+                    &[("upstream", &up), ("reason", &reason)],
+                );
                 (r > 0.0).then(|| format!("{reason} {r:.1}"))
             })
             .collect();
@@ -549,7 +582,10 @@ fn upstreams(out: &mut String, w: &Window, paint: &Paint) {
             up,
             paint.yellow_if(at_limit, &format!("{:>13}", format!("{in_flight}/{limit}"))),
             queued,
-            paint.yellow_if(overloaded, &format!("{:>10}", if overloaded { "yes" } else { "no" })),
+            paint.yellow_if(
+                overloaded,
+                &format!("{:>10}", if overloaded { "yes" } else { "no" })
+            ),
             duration(w.quantile(0.99, "floodgate_queue_wait_seconds", &u)),
             paint.red_if(shed > 0.0, &format!("{shed:>9.1}")),
             w.rate("floodgate_upstream_errors_total", &u),
@@ -576,13 +612,14 @@ fn waiting_rooms(out: &mut String, w: &Window, rooms: &[serde_json::Value], pain
     );
     for room in rooms {
         let name = room["name"].as_str().unwrap_or("?");
-        let admitted =
-            60.0 * w.rate("floodgate_waiting_room_admitted_total", &[("room", name)]);
+        let admitted = 60.0 * w.rate("floodgate_waiting_room_admitted_total", &[("room", name)]);
         let limit = room["new_users_per_minute"].as_u64().unwrap_or(0);
         let waiting = room["waiting"].as_u64().unwrap_or(0);
         let (low, high) = (
             room["expected_wait_seconds"]["low"].as_f64().unwrap_or(0.0),
-            room["expected_wait_seconds"]["high"].as_f64().unwrap_or(0.0),
+            room["expected_wait_seconds"]["high"]
+                .as_f64()
+                .unwrap_or(0.0),
         );
         let paused = room["paused"].as_bool().unwrap_or(false);
         let state = if paused {
@@ -603,7 +640,10 @@ fn waiting_rooms(out: &mut String, w: &Window, rooms: &[serde_json::Value], pain
                 room["active"].as_u64().unwrap_or(0),
                 room["active_users"].as_u64().unwrap_or(0)
             ),
-            paint.yellow_if(stalled, &format!("{:>16}", format!("{admitted:.0} ({limit})"))),
+            paint.yellow_if(
+                stalled,
+                &format!("{:>16}", format!("{admitted:.0} ({limit})"))
+            ),
             format!("{}-{}", seconds(low), seconds(high)),
             paint.yellow_if(paused, &format!("{state:>8}")),
         );
@@ -611,7 +651,9 @@ fn waiting_rooms(out: &mut String, w: &Window, rooms: &[serde_json::Value], pain
 }
 
 fn certificates(out: &mut String, now: &Scrape, paint: &Paint) {
-    let certs: Vec<&Sample> = now.of("floodgate_certificate_expiry_seconds", &[]).collect();
+    let certs: Vec<&Sample> = now
+        .of("floodgate_certificate_expiry_seconds", &[])
+        .collect();
     if certs.is_empty() {
         return;
     }

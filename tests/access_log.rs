@@ -75,7 +75,10 @@ fn spawn_gateway(config: &Path) -> Process {
         stderr: rx,
     };
     let line = p.wait_for_line("listening");
-    assert!(!line.contains("admin"), "the proxy listener comes first: {line}");
+    assert!(
+        !line.contains("admin"),
+        "the proxy listener comes first: {line}"
+    );
     // `addr=127.0.0.1:N` in text logs, `"addr":"127.0.0.1:N"` in JSON.
     p.addr = line
         .split_once("127.0.0.1:")

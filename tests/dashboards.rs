@@ -127,14 +127,20 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_on_a_real_gateways_m
         statuses.push(get(addr, "/products/1").await.status.as_u16());
     }
     statuses.push(get(addr, "/sale/products/2").await.status.as_u16());
-    assert!(statuses.contains(&200) && statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.contains(&200) && statuses.contains(&429),
+        "{statuses:?}"
+    );
     assert!(
         shop.stats.served.load(std::sync::atomic::Ordering::Relaxed) >= 1,
         "the origin served the misses"
     );
     let metrics = metrics_text(&gw).await;
     assert!(
-        metric(&metrics, r#"floodgate_rate_limited_total{limit="per-ip",route="shop"}"#) >= Some(1.0),
+        metric(
+            &metrics,
+            r#"floodgate_rate_limited_total{limit="per-ip",route="shop"}"#
+        ) >= Some(1.0),
         "the traffic reached the counters: {metrics}"
     );
     let exposed = exposed_families(&metrics);
@@ -147,7 +153,10 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_on_a_real_gateways_m
         .chain([std::fs::read_to_string(ALERTS).unwrap().as_str()])
         .flat_map(metric_names)
         .collect();
-    assert!(queried.len() > 20, "the scan found the queries: {queried:?}");
+    assert!(
+        queried.len() > 20,
+        "the scan found the queries: {queried:?}"
+    );
 
     let missing: Vec<&String> = queried
         .iter()
@@ -190,8 +199,8 @@ fn the_dashboard_shows_every_figure_of_the_event_day_view() {
         "floodgate_shed_total",               // shed by reason
         "floodgate_queue_depth",
         "floodgate_queue_wait_seconds",
-        "floodgate_upstream_in_flight", // origin in flight …
-        "floodgate_concurrency_limit",  // … against its limit
+        "floodgate_upstream_in_flight",  // origin in flight …
+        "floodgate_concurrency_limit",   // … against its limit
         "floodgate_cache_lookups_total", // hit ratio
         "floodgate_rate_limited_total",
         "floodgate_waiting_room_waiting",
@@ -208,11 +217,15 @@ fn the_dashboard_shows_every_figure_of_the_event_day_view() {
 #[test]
 fn the_dashboard_can_be_provisioned_against_any_prometheus_datasource() {
     let d = dashboard();
-    assert!(d["uid"].as_str().is_some_and(|u| !u.is_empty()), "a fixed uid");
+    assert!(
+        d["uid"].as_str().is_some_and(|u| !u.is_empty()),
+        "a fixed uid"
+    );
     let vars = d["templating"]["list"].as_array().expect("variables");
     assert!(
-        vars.iter()
-            .any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus"),
+        vars.iter().any(|v| v["name"] == "datasource"
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"),
         "a datasource variable of type prometheus"
     );
     // Provisioned dashboards get no import-time inputs: every query must name the
@@ -220,7 +233,10 @@ fn the_dashboard_can_be_provisioned_against_any_prometheus_datasource() {
     assert!(d.get("__inputs").is_none());
     let mut ids = BTreeSet::new();
     for p in panels(&d) {
-        assert!(ids.insert(p["id"].as_u64().expect("panel id")), "unique ids");
+        assert!(
+            ids.insert(p["id"].as_u64().expect("panel id")),
+            "unique ids"
+        );
         let pos = &p["gridPos"];
         let (x, w) = (pos["x"].as_u64().unwrap(), pos["w"].as_u64().unwrap());
         assert!(x + w <= 24, "{} fits the 24-column grid", p["title"]);
@@ -279,7 +295,10 @@ fn assert_success(out: &std::process::Output, what: &str) {
 #[test]
 fn promtool_accepts_the_alert_rules_and_each_fires_on_its_scenario() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    assert_success(&promtool(&["check", "rules", ALERTS], &dir), "promtool check rules");
+    assert_success(
+        &promtool(&["check", "rules", ALERTS], &dir),
+        "promtool check rules",
+    );
     assert_success(
         &promtool(&["test", "rules", ALERT_TESTS], &dir),
         "promtool test rules",

@@ -76,7 +76,10 @@ fn the_load_balancer_example_trusts_its_proxies_and_the_others_trust_nobody() {
         if name == "behind-load-balancer.toml" {
             assert!(trusted > 0, "{name} names the load balancer's addresses");
         } else {
-            assert_eq!(trusted, 0, "{name}: at the edge, no forwarded address is trusted");
+            assert_eq!(
+                trusted, 0,
+                "{name}: at the edge, no forwarded address is trusted"
+            );
         }
     }
 }
@@ -109,7 +112,9 @@ fn systemd_analyze_verify_accepts_the_unit() {
         .arg(&unit_path)
         .output()
         .unwrap_or_else(|e| {
-            panic!("cannot run systemd-analyze (Debian's systemd package; .ci/run installs it): {e}")
+            panic!(
+                "cannot run systemd-analyze (Debian's systemd package; .ci/run installs it): {e}"
+            )
         });
     let said = format!(
         "{}{}",
@@ -125,8 +130,14 @@ fn systemd_analyze_verify_accepts_the_unit() {
 fn the_unit_runs_unprivileged_reloads_by_sighup_and_stops_within_the_grace() {
     let u = unit();
     assert_eq!(unit_value(&u, "DynamicUser"), "yes");
-    assert_eq!(unit_value(&u, "CapabilityBoundingSet"), "CAP_NET_BIND_SERVICE");
-    assert_eq!(unit_value(&u, "AmbientCapabilities"), "CAP_NET_BIND_SERVICE");
+    assert_eq!(
+        unit_value(&u, "CapabilityBoundingSet"),
+        "CAP_NET_BIND_SERVICE"
+    );
+    assert_eq!(
+        unit_value(&u, "AmbientCapabilities"),
+        "CAP_NET_BIND_SERVICE"
+    );
     assert_eq!(unit_value(&u, "NoNewPrivileges"), "yes");
     assert_eq!(unit_value(&u, "ProtectSystem"), "strict");
     assert_eq!(unit_value(&u, "ExecReload"), "/bin/kill -HUP $MAINPID");
@@ -144,11 +155,18 @@ fn the_unit_runs_unprivileged_reloads_by_sighup_and_stops_within_the_grace() {
     // The config it starts with is the one ExecStartPre checks.
     let start = unit_value(&u, "ExecStart");
     let check = unit_value(&u, "ExecStartPre");
-    let config = |cmd: &str| cmd.split("--config ").nth(1).map(|s| s.split(' ').next().unwrap().to_string());
+    let config = |cmd: &str| {
+        cmd.split("--config ")
+            .nth(1)
+            .map(|s| s.split(' ').next().unwrap().to_string())
+    };
     assert_eq!(config(&start), config(&check));
     assert!(check.contains(" check "), "{check}");
     assert!(
-        config(&start).unwrap().starts_with(&format!("/etc/{}/", unit_value(&u, "ConfigurationDirectory"))),
+        config(&start).unwrap().starts_with(&format!(
+            "/etc/{}/",
+            unit_value(&u, "ConfigurationDirectory")
+        )),
         "the config lives in the ConfigurationDirectory"
     );
 }
@@ -173,7 +191,10 @@ fn the_containerfile_copies_only_what_the_repository_has_and_runs_the_gateway() 
         let src = copy.split_whitespace().next().unwrap();
         assert!(repo(src).exists(), "COPY {src}: not in the repository");
     }
-    assert!(text.contains("--bin floodgate"), "builds the gateway binary");
+    assert!(
+        text.contains("--bin floodgate"),
+        "builds the gateway binary"
+    );
     assert!(text.contains("\nUSER nonroot"), "runs as a non-root user");
     assert!(text.contains("\nSTOPSIGNAL SIGTERM"), "stops by draining");
     let cmd = lines.iter().find(|l| l.starts_with("CMD ")).expect("a CMD");

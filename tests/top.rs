@@ -90,7 +90,10 @@ async fn top_once_prints_the_routes_status_classes_queues_and_rooms() {
     .unwrap();
     stop.store(true, Ordering::Relaxed);
     let statuses = traffic.await.unwrap();
-    assert!(statuses.contains(&200) && statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.contains(&200) && statuses.contains(&429),
+        "{statuses:?}"
+    );
 
     let frame = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -98,7 +101,10 @@ async fn top_once_prints_the_routes_status_classes_queues_and_rooms() {
         "{frame}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(!frame.contains('\x1b'), "no escapes when not a terminal: {frame:?}");
+    assert!(
+        !frame.contains('\x1b'),
+        "no escapes when not a terminal: {frame:?}"
+    );
 
     // ROUTE req/s 2xx/s 3xx/s 4xx/s 5xx/s total p50 p99 hit% limited/s
     let shop_row = row(&frame, "ROUTE", "shop");
@@ -121,7 +127,11 @@ async fn top_once_prints_the_routes_status_classes_queues_and_rooms() {
         r#"floodgate_concurrency_limit{upstream="shop"}"#,
     )
     .unwrap();
-    assert_eq!(up[1], format!("0/{limit}"), "in flight and the limit: {frame}");
+    assert_eq!(
+        up[1],
+        format!("0/{limit}"),
+        "in flight and the limit: {frame}"
+    );
     assert_eq!(up[2], "0", "nothing queued: {frame}");
     assert_eq!(up[3], "no", "not overloaded: {frame}");
     assert_eq!(up[7], "1/1", "one healthy server: {frame}");

@@ -651,7 +651,10 @@ fn compile_log(l: &raw::RawLog, p: &mut Problems) -> LogConfig {
     let access_log = l.access_log.unwrap_or(true);
     let access_log_file = l.access_log_file.as_deref().map(PathBuf::from);
     if l.access_log_file.as_deref() == Some("") {
-        p.add("log.access_log_file", "empty: leave the key out to log to stderr");
+        p.add(
+            "log.access_log_file",
+            "empty: leave the key out to log to stderr",
+        );
     } else if access_log_file.is_some() && !access_log {
         p.add(
             "log.access_log_file",

@@ -368,6 +368,16 @@ impl Window<'_> {
         d / self.seconds.max(1e-3)
     }
 
+    /// Lookups served without the origin (hit, stale, coalesced) over those that could
+    /// have been (bypass left out), as the dashboard computes it.
+    fn cache_hit_ratio(&self, route: &str) -> Option<f64> {
+        let lookups = "floodgate_cache_lookups_total";
+        let of = |result: &str| self.rate(lookups, &[("route", route), ("result", result)]);
+        let hits = of("hit") + of("stale") + of("coalesced");
+        let cacheable = self.rate(lookups, &[("route", route)]) - of("bypass");
+        (cacheable > 0.0).then(|| hits / cacheable)
+    }
+
     fn quantile(&self, q: f64, histogram: &str, filter: &[(&str, &str)]) -> Option<f64> {
         quantile(
             q,
@@ -494,27 +504,9 @@ fn routes(out: &mut String, w: &Window, paint: &Paint) {
             )
         };
         let p = |q| w.quantile(q, "floodgate_request_duration_seconds", &r);
-        let (hits, lookups) = (
-            ["hit", "stale", "coalesced"]
-                .iter()
-                .map(|res| {
-                    w.rate(
-                        "floodgate_cache_lookups_total",
-                        &[("route", &route), ("result", res)],
-                    )
-                })
-                .sum::<f64>(),
-            w.rate("floodgate_cache_lookups_total", &r)
-                - w.rate(
-                    "floodgate_cache_lookups_total",
-                    &[("route", &route), ("result", "bypass")],
-                ),
-        );
-        let hit = if lookups > 0.0 {
-            format!("{:.0}", 100.0 * hits / lookups)
-        } else {
-            "-".into()
-        };
+        let hit = w
+            .cache_hit_ratio(&route)
+            .map_or("-".into(), |h| format!("{:.0}", 100.0 * h));
         let five = class("5xx");
         let _ = writeln!(
             out,

@@ -107,7 +107,7 @@ rate_limits = [{ name = "per-ip", key = "client_ip", rate = "5/s", burst = 3 }]
 [[route]]
 name = "sale"
 upstream = "shop"
-path_prefix = "/sale"
+path_prefix = "/products/2"
 waiting_room = "black-friday"
 
 [[waiting_room]]
@@ -126,7 +126,7 @@ async fn every_metric_the_dashboard_and_the_alerts_query_is_on_a_real_gateways_m
     for _ in 0..6 {
         statuses.push(get(addr, "/products/1").await.status.as_u16());
     }
-    statuses.push(get(addr, "/sale/products/2").await.status.as_u16());
+    statuses.push(get(addr, "/products/2").await.status.as_u16());
     assert!(
         statuses.contains(&200) && statuses.contains(&429),
         "{statuses:?}"

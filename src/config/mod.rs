@@ -176,6 +176,8 @@ pub struct UpstreamConfig {
     pub health_check: Option<admission::HealthCheckConfig>,
     /// Passive ejection of failing servers.
     pub outlier_detection: admission::OutlierConfig,
+    /// The upstream-wide circuit breaker.
+    pub circuit_breaker: admission::BreakerConfig,
     /// Retries of idempotent body-less requests.
     pub retries: admission::RetryConfig,
 }
@@ -741,6 +743,7 @@ fn compile_upstream(key: &str, u: &raw::RawUpstream, p: &mut Problems) -> Upstre
         admission: admission::compile_tuning(key, u, p),
         health_check: admission::compile_health_check(key, u.health_check.as_ref(), p),
         outlier_detection: admission::compile_outlier(key, u.outlier_detection.as_ref(), p),
+        circuit_breaker: admission::compile_breaker(key, u.circuit_breaker.as_ref(), p),
         retries: admission::compile_retries(key, u.retries.as_ref(), p),
     }
 }

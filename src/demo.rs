@@ -94,10 +94,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let demo = start(listen, admin, profile).await?;
     let a = demo.gateway.addr();
-    let m = demo
-        .gateway
-        .admin_addr
-        .expect("demo has an admin listener");
+    let m = demo.gateway.admin_addr.expect("demo has an admin listener");
     println!("floodgate demo is running.");
     println!();
     println!("  shop through the gateway:  http://{a}/");
@@ -110,7 +107,10 @@ pub async fn run(
         "  the shop directly:         http://{}/  (capacity {} at once, {:?} per request)",
         demo.shop.addr, profile.capacity, profile.latency
     );
-    println!("  the config it runs:        {}", demo.config_path.display());
+    println!(
+        "  the config it runs:        {}",
+        demo.config_path.display()
+    );
     println!("    edit it, then: curl -X POST -H 'content-type: application/json' http://{m}/admin/reload");
     println!();
     println!("Try:  wrk -t2 -c50 -d10s http://{a}/products/1");

@@ -102,6 +102,7 @@ async fn get(s: &Setup, path: &str, headers: &[(&str, &str)]) -> Answer {
 
 async fn admin_post(s: &Setup, path: &str, body: &str) -> (StatusCode, String) {
     let req = Request::post(format!("http://{}{path}", s.gw.admin_addr.unwrap()))
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap();
     let resp = s.client.request(req).await.unwrap();

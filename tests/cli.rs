@@ -220,6 +220,7 @@ async fn sighup_reloads_the_config_and_a_bad_reload_keeps_the_old_one() {
     std::fs::write(&path, "[server]\nlisten = 7\n").unwrap();
     let a = send(
         http::Request::post(format!("http://{admin}/admin/reload"))
+            .header("content-type", "application/json")
             .body(http_body_util::Full::<bytes::Bytes>::default())
             .unwrap(),
     )

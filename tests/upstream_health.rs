@@ -294,11 +294,22 @@ async fn the_breaker_opens_at_its_minimum_count_of_failing_requests_and_then_fai
     for _ in 0..19 {
         let (status, body) = send(&gw, Method::GET, "/products/1").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(!body.contains("circuit_open"), "below the minimum count: {body}");
+        assert!(
+            !body.contains("circuit_open"),
+            "below the minimum count: {body}"
+        );
     }
-    assert_eq!(received(&broken), 19, "every one of them reached the origin");
     assert_eq!(
-        metric(&gw, "floodgate_upstream_circuit_open", &[("upstream", "shop")]),
+        received(&broken),
+        19,
+        "every one of them reached the origin"
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            "floodgate_upstream_circuit_open",
+            &[("upstream", "shop")]
+        ),
         0.0
     );
 
@@ -318,7 +329,11 @@ async fn the_breaker_opens_at_its_minimum_count_of_failing_requests_and_then_fai
         1.0
     );
     assert_eq!(
-        metric(&gw, "floodgate_upstream_circuit_open", &[("upstream", "shop")]),
+        metric(
+            &gw,
+            "floodgate_upstream_circuit_open",
+            &[("upstream", "shop")]
+        ),
         1.0
     );
     // The only server is open for business as far as ejection goes: the breaker, not
@@ -337,7 +352,11 @@ async fn the_breaker_stays_closed_when_a_third_of_many_requests_fail() {
     assert_eq!(origin.count("/fail"), 20);
     assert_eq!(origin.count("/ok"), 40, "every request reached the origin");
     assert_eq!(
-        metric(&gw, "floodgate_upstream_circuit_open", &[("upstream", "shop")]),
+        metric(
+            &gw,
+            "floodgate_upstream_circuit_open",
+            &[("upstream", "shop")]
+        ),
         0.0
     );
     assert_eq!(
@@ -367,7 +386,11 @@ async fn the_breaker_closes_again_when_a_probe_after_its_open_time_succeeds() {
     })
     .await;
     assert_eq!(
-        metric(&gw, "floodgate_upstream_circuit_open", &[("upstream", "shop")]),
+        metric(
+            &gw,
+            "floodgate_upstream_circuit_open",
+            &[("upstream", "shop")]
+        ),
         0.0
     );
     for _ in 0..5 {
@@ -425,10 +448,12 @@ impl Origin {
                             if status != 400 {
                                 *counts.lock().unwrap().entry(path).or_insert(0) += 1;
                             }
-                            Ok::<_, hyper::Error>(hyper::Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::from(body)))
-                                .unwrap())
+                            Ok::<_, hyper::Error>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(Full::new(Bytes::from(body)))
+                                    .unwrap(),
+                            )
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -494,7 +519,11 @@ async fn a_page_answering_500_twenty_times_in_a_row_does_not_take_the_only_origi
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(body, "broken page", "the origin's own answer");
     }
-    assert_eq!(origin.count("/broken"), 20, "each one reached the origin once");
+    assert_eq!(
+        origin.count("/broken"),
+        20,
+        "each one reached the origin once"
+    );
 
     // Every other page is still served, by the origin.
     for i in 0..10 {
@@ -506,17 +535,28 @@ async fn a_page_answering_500_twenty_times_in_a_row_does_not_take_the_only_origi
 
     assert_eq!(healthy(&gw, origin.addr), 1.0);
     assert_eq!(
-        metric(&gw, "floodgate_upstream_ejections_total", &[("upstream", "shop")]),
+        metric(
+            &gw,
+            "floodgate_upstream_ejections_total",
+            &[("upstream", "shop")]
+        ),
         0.0
     );
     assert_eq!(
-        metric(&gw, "floodgate_upstream_circuit_open", &[("upstream", "shop")]),
+        metric(
+            &gw,
+            "floodgate_upstream_circuit_open",
+            &[("upstream", "shop")]
+        ),
         0.0
     );
     let view = admin_upstream(&gw).await;
     assert_eq!(view["servers"][0]["ejected"], false, "{view}");
     assert_eq!(view["circuit_breaker"]["state"], "closed", "{view}");
-    assert_eq!(view["circuit_breaker"]["failures"], 0, "a 500 is the page's, not the origin's: {view}");
+    assert_eq!(
+        view["circuit_breaker"]["failures"], 0,
+        "a 500 is the page's, not the origin's: {view}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,7 +582,11 @@ async fn answers_501_and_505_that_clients_provoke_never_count_against_the_origin
     assert_eq!(view["circuit_breaker"]["failures"], 0, "{view}");
     assert_eq!(view["circuit_breaker"]["requests"], 31, "{view}");
     assert_eq!(
-        metric(&gw, "floodgate_upstream_ejections_total", &[("upstream", "shop")]),
+        metric(
+            &gw,
+            "floodgate_upstream_ejections_total",
+            &[("upstream", "shop")]
+        ),
         0.0
     );
 }
@@ -565,7 +609,11 @@ async fn a_single_server_answering_503_in_a_row_is_never_ejected() {
     assert_eq!(origin.count("/cart"), 1);
     assert_eq!(healthy(&gw, origin.addr), 1.0);
     assert_eq!(
-        metric(&gw, "floodgate_upstream_ejections_total", &[("upstream", "shop")]),
+        metric(
+            &gw,
+            "floodgate_upstream_ejections_total",
+            &[("upstream", "shop")]
+        ),
         0.0
     );
     assert_eq!(
@@ -605,10 +653,18 @@ async fn with_shipped_defaults_a_dead_server_of_three_is_ejected_and_gets_no_mor
     }
     assert_eq!(healthy(&gw, dead), 0.0);
     assert_eq!(
-        metric(&gw, "floodgate_upstream_ejections_total", &[("upstream", "shop")]),
+        metric(
+            &gw,
+            "floodgate_upstream_ejections_total",
+            &[("upstream", "shop")]
+        ),
         1.0
     );
-    let retries_before = metric(&gw, "floodgate_upstream_retries_total", &[("result", "sent")]);
+    let retries_before = metric(
+        &gw,
+        "floodgate_upstream_retries_total",
+        &[("result", "sent")],
+    );
     for i in 0..10 {
         assert_eq!(
             send(&gw, Method::GET, &format!("/q/{i}")).await.0,
@@ -617,7 +673,11 @@ async fn with_shipped_defaults_a_dead_server_of_three_is_ejected_and_gets_no_mor
         assert_eq!(a.count(&format!("/q/{i}")) + b.count(&format!("/q/{i}")), 1);
     }
     assert_eq!(
-        metric(&gw, "floodgate_upstream_retries_total", &[("result", "sent")]),
+        metric(
+            &gw,
+            "floodgate_upstream_retries_total",
+            &[("result", "sent")]
+        ),
         retries_before,
         "the ejected server is not tried at all"
     );
@@ -636,7 +696,11 @@ async fn a_second_dead_server_of_three_is_not_ejected_beyond_max_ejection_percen
         send(&gw, Method::GET, &format!("/p/{i}")).await;
     }
     assert_eq!(
-        metric(&gw, "floodgate_upstream_ejections_total", &[("upstream", "shop")]),
+        metric(
+            &gw,
+            "floodgate_upstream_ejections_total",
+            &[("upstream", "shop")]
+        ),
         1.0,
         "10 % of three servers rounds to one, and one at least may go"
     );
@@ -648,7 +712,10 @@ async fn a_second_dead_server_of_three_is_not_ejected_beyond_max_ejection_percen
         ) >= 1.0
     );
     assert_eq!(healthy(&gw, dead1) + healthy(&gw, dead2), 1.0);
-    assert!(live.count("/p/39") <= 1, "no request was sent twice to the live server");
+    assert!(
+        live.count("/p/39") <= 1,
+        "no request was sent twice to the live server"
+    );
     let view = admin_upstream(&gw).await;
     assert_eq!(view["max_ejections"], 1, "{view}");
 }
@@ -680,13 +747,25 @@ async fn a_client_dripping_its_body_past_the_timeout_does_not_count_against_the_
         let head = String::from_utf8_lossy(&answer[..n]);
         assert!(!head.starts_with("HTTP/1.1 200"), "{head}");
     }
-    assert_eq!(a.count("/upload") + b.count("/upload"), 0, "no complete upload reached an origin");
     assert_eq!(
-        metric(&gw, "floodgate_upstream_ejections_total", &[("upstream", "shop")]),
+        a.count("/upload") + b.count("/upload"),
+        0,
+        "no complete upload reached an origin"
+    );
+    assert_eq!(
+        metric(
+            &gw,
+            "floodgate_upstream_ejections_total",
+            &[("upstream", "shop")]
+        ),
         0.0
     );
     assert_eq!(
-        metric(&gw, "floodgate_upstream_circuit_open", &[("upstream", "shop")]),
+        metric(
+            &gw,
+            "floodgate_upstream_circuit_open",
+            &[("upstream", "shop")]
+        ),
         0.0
     );
     assert_eq!(send(&gw, Method::GET, "/").await.0, StatusCode::OK);
@@ -695,7 +774,11 @@ async fn a_client_dripping_its_body_past_the_timeout_does_not_count_against_the_
     let (status, _) = send(&gw, Method::GET, "/slow").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(
-        metric(&gw, "floodgate_upstream_ejections_total", &[("upstream", "shop")]),
+        metric(
+            &gw,
+            "floodgate_upstream_ejections_total",
+            &[("upstream", "shop")]
+        ),
         1.0
     );
 }

@@ -129,7 +129,9 @@ fn method_not_allowed(allowed: &[Method]) -> Response<Body> {
 fn cross_site_refusal<B>(req: &Request<B>) -> Option<Response<Body>> {
     let headers = req.headers();
     if let Some(origin) = headers.get(http::header::ORIGIN) {
-        let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok());
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
         if !same_origin(origin.to_str().unwrap_or(""), host) {
             return Some(text(
                 StatusCode::FORBIDDEN,
@@ -239,11 +241,7 @@ async fn answer(
 /// `GET /admin/upstreams`: each upstream's servers (checks, ejection) and its breaker.
 fn upstreams(state: &AdminState) -> Response<Body> {
     let compiled = state.shared.current.load_full();
-    let list: Vec<serde_json::Value> = compiled
-        .upstreams
-        .iter()
-        .map(|u| u.health.view())
-        .collect();
+    let list: Vec<serde_json::Value> = compiled.upstreams.iter().map(|u| u.health.view()).collect();
     text(
         StatusCode::OK,
         "application/json",

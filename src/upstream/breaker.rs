@@ -281,7 +281,11 @@ mod tests {
         assert!(matches!(b.admit(later + 1), Verdict::Refuse(_)));
         b.record(later + 2, false, "shop");
         assert_eq!(b.admit(later + 3), Verdict::Pass);
-        assert_eq!(b.view(later + 3).requests, 0, "a fresh window after closing");
+        assert_eq!(
+            b.view(later + 3).requests,
+            0,
+            "a fresh window after closing"
+        );
     }
 
     #[test]

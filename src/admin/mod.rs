@@ -320,6 +320,7 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
                 key: "(file)".into(),
                 message: "this gateway was not started from a config file".into(),
             }],
+            lines: vec![None],
         });
     };
     let new = match config::load(path) {

@@ -16,7 +16,8 @@ fn time_axes(page: &str) -> Vec<Vec<String>> {
     page.split("<svg")
         .skip(1)
         .map(|svg| {
-            svg.match_indices("text-anchor=\"middle\">")
+            svg.match_indices("\">")
+                .filter(|(i, _)| svg[..*i].ends_with("middle") || svg[..*i].ends_with("end"))
                 .map(|(i, m)| svg[i + m.len()..].split('<').next().unwrap().to_string())
                 .filter(|l| l.ends_with('s') && l[..l.len() - 1].parse::<f64>().is_ok())
                 .collect::<Vec<_>>()

@@ -10,7 +10,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:24px;color:#22
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
 th:first-child,td:first-child{text-align:left}h2{margin-top:36px;border-bottom:2px solid #444}\
 .warn{color:#a00;font-weight:bold}pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}\
-svg{display:block;margin:6px 0}";
+svg{display:block;margin:6px 0}.env td{text-align:left}";
 
 const CLASS_COLORS: [(Class, &str); 7] = [
     (Class::Success, "#2a9d3a"),

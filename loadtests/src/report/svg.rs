@@ -174,9 +174,15 @@ pub fn render(chart: &Chart) -> String {
             XAxis::Seconds => format!("{}s", fmt_tick(x)),
             XAxis::Percentile => percentile_label(x),
         };
+        // The last label would stick out of the picture if centred on its tick.
+        let (tx, anchor) = if px > W - RIGHT - 24.0 {
+            (W - 2.0, "end")
+        } else {
+            (px, "middle")
+        };
         let _ = write!(
             o,
-            r##"<line x1="{px:.1}" x2="{px:.1}" y1="{TOP}" y2="{b}" stroke="#f0f0f0"/><text x="{px:.1}" y="{ty}" font-size="11" text-anchor="middle">{label}</text>"##,
+            r##"<line x1="{px:.1}" x2="{px:.1}" y1="{TOP}" y2="{b}" stroke="#f0f0f0"/><text x="{tx:.1}" y="{ty}" font-size="11" text-anchor="{anchor}">{label}</text>"##,
             b = TOP + ph,
             ty = H - 10.0,
         );
@@ -285,7 +291,8 @@ mod tests {
             markers: vec![(20.0, "load ends".into())],
         };
         let ticks = |s: &str| {
-            s.match_indices("text-anchor=\"middle\">")
+            s.match_indices("\">")
+                .filter(|(i, _)| s[..*i].ends_with("middle") || s[..*i].ends_with("end"))
                 .map(|(i, _)| s[i..].split('<').next().unwrap().to_string())
                 .collect::<Vec<_>>()
         };

@@ -61,6 +61,11 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     /// `floodgate_upstream_ejections_total{upstream}`: servers ejected by passive checks.
     pub upstream_ejections: IntCounterVec,
+    /// `floodgate_upstream_ejections_refused_total{upstream}`: ejections not made
+    /// because `max_ejection_percent` of the group is already out.
+    pub upstream_ejections_refused: IntCounterVec,
+    /// `floodgate_upstream_circuit_open{upstream}`: 1 while the breaker refuses requests.
+    pub upstream_circuit_open: IntGaugeVec,
     /// `floodgate_cache_lookups_total{route,result}`.
     pub cache_lookups: IntCounterVec,
     /// `floodgate_cache_size_bytes`.
@@ -210,6 +215,22 @@ impl Metrics {
             &["upstream"],
         )
         .expect("valid metric");
+        let upstream_ejections_refused = IntCounterVec::new(
+            Opts::new(
+                "floodgate_upstream_ejections_refused_total",
+                "Ejections not made because max_ejection_percent of the servers is already out",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let upstream_circuit_open = IntGaugeVec::new(
+            Opts::new(
+                "floodgate_upstream_circuit_open",
+                "1 while an upstream's circuit breaker refuses requests (open or probing)",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(queue_depth.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queue_overloaded.clone()),
@@ -219,6 +240,8 @@ impl Metrics {
             Box::new(upstream_server_healthy.clone()),
             Box::new(upstream_retries.clone()),
             Box::new(upstream_ejections.clone()),
+            Box::new(upstream_ejections_refused.clone()),
+            Box::new(upstream_circuit_open.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -295,6 +318,8 @@ impl Metrics {
             upstream_server_healthy,
             upstream_retries,
             upstream_ejections,
+            upstream_ejections_refused,
+            upstream_circuit_open,
             cache_lookups,
             cache_size_bytes,
             cache_entries,

@@ -6,6 +6,7 @@
 //! operator fixes a file in one pass. Nothing downstream ever parses a string.
 
 pub mod admission;
+mod locate;
 pub mod raw;
 pub mod units;
 
@@ -178,6 +179,8 @@ pub struct UpstreamConfig {
     pub health_check: Option<admission::HealthCheckConfig>,
     /// Passive ejection of failing servers.
     pub outlier_detection: admission::OutlierConfig,
+    /// The upstream-wide circuit breaker.
+    pub circuit_breaker: admission::BreakerConfig,
     /// Retries of idempotent body-less requests.
     pub retries: admission::RetryConfig,
 }
@@ -239,18 +242,28 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file was read but is not a valid config.
-    #[error("{}", render_errors(file, errors))]
+    #[error("{}", render_errors(file, errors, lines))]
     Invalid {
         /// The file (or `<inline>`).
         file: String,
         /// Every problem, in file order.
         errors: Vec<KeyError>,
+        /// The line of each problem in the file, where known (same order).
+        lines: Vec<Option<usize>>,
     },
 }
 
-fn render_errors(file: &str, errors: &[KeyError]) -> String {
-    let lines: Vec<String> = errors.iter().map(|e| format!("{file}: {e}")).collect();
-    lines.join("\n")
+/// One line per problem: `file:line: key: message` (`file: key: message` without a line).
+fn render_errors(file: &str, errors: &[KeyError], lines: &[Option<usize>]) -> String {
+    let out: Vec<String> = errors
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match lines.get(i).copied().flatten() {
+            Some(line) => format!("{file}:{line}: {e}"),
+            None => format!("{file}: {e}"),
+        })
+        .collect();
+    out.join("\n")
 }
 
 impl ConfigError {
@@ -270,33 +283,122 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         file: file.clone(),
         source,
     })?;
-    let mut config = parse(&text).map_err(|errors| ConfigError::Invalid { file, errors })?;
+    let mut config = parse_located(&text).map_err(|found| {
+        let (errors, lines) = found.into_iter().unzip();
+        ConfigError::Invalid {
+            file,
+            errors,
+            lines,
+        }
+    })?;
     config.source = Some(path.to_path_buf());
     Ok(config)
 }
 
 /// Parses and compiles config text; every problem is returned.
 pub fn parse(text: &str) -> Result<Config, Vec<KeyError>> {
-    let de = toml::Deserializer::new(text);
-    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner();
-        // toml's message carries line, column and a snippet; keep its first line plus the
-        // location so the key path stays the headline.
-        let message = inner.message().to_string();
-        let at = inner
-            .span()
-            .map(|s| {
-                let line = text[..s.start].matches('\n').count() + 1;
-                format!(" (line {line})")
-            })
-            .unwrap_or_default();
-        vec![KeyError {
-            key: if key == "." { "(file)".into() } else { key },
-            message: format!("{message}{at}"),
-        }]
-    })?;
-    compile(raw)
+    parse_located(text).map_err(|found| found.into_iter().map(|(e, _)| e).collect())
+}
+
+/// Keys that fail to deserialize (unknown, wrong type) are dropped and the file tried
+/// again, this many times at most, so that one typo does not hide the other problems.
+const MAX_SHAPE_ERRORS: usize = 64;
+
+/// Like [`parse`], each problem with the line it is on, in file order.
+pub fn parse_located(text: &str) -> Result<Config, Vec<(KeyError, Option<usize>)>> {
+    let mut table: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            // A syntax error: nothing else can be checked.
+            let line = e.span().map(|s| locate::line_at(text, s.start));
+            let error = KeyError {
+                key: "(file)".into(),
+                message: e.message().to_string(),
+            };
+            return Err(vec![(error, line)]);
+        }
+    };
+    let mut shape_errors = Vec::new();
+    let raw = loop {
+        match serde_path_to_error::deserialize::<_, RawConfig>(toml::Value::Table(table.clone())) {
+            Ok(raw) => break Some(raw),
+            Err(e) => {
+                let removed = remove_key(&mut table, e.path());
+                let key = e.path().to_string();
+                shape_errors.push(KeyError {
+                    key: if key == "." { "(file)".into() } else { key },
+                    message: e.into_inner().message().to_string(),
+                });
+                if !removed || shape_errors.len() >= MAX_SHAPE_ERRORS {
+                    break None;
+                }
+            }
+        }
+    };
+    let mut errors = shape_errors;
+    let config = match raw.map(compile) {
+        Some(Ok(config)) if errors.is_empty() => return Ok(config),
+        Some(Ok(_)) | None => None,
+        Some(Err(compiled)) => Some(compiled),
+    };
+    // A key already reported as malformed is not reported again as missing.
+    for e in config.into_iter().flatten() {
+        if !errors.iter().any(|s| s.key == e.key) {
+            errors.push(e);
+        }
+    }
+    let located = locate::Located::new(text);
+    let mut found: Vec<(KeyError, Option<usize>)> = errors
+        .into_iter()
+        .map(|e| {
+            let line = located.line_of(&e.key);
+            (e, line)
+        })
+        .collect();
+    // File order; problems without a line (whole-file ones) last. Stable, so problems
+    // on one line keep the order they were found in.
+    found.sort_by_key(|(_, line)| line.unwrap_or(usize::MAX));
+    Err(found)
+}
+
+/// Drops the key at `path` from `table` so deserialization can go on past it; false
+/// when there is nothing to drop. An array element cannot be dropped without
+/// renumbering its siblings, so the whole array goes.
+fn remove_key(table: &mut toml::Table, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some(last) = segments
+        .iter()
+        .rposition(|s| matches!(s, Segment::Map { .. }))
+    else {
+        return false;
+    };
+    let mut node = table;
+    let mut i = 0;
+    while i < last {
+        let Segment::Map { key } = segments[i] else {
+            return false;
+        };
+        let Some(mut value) = node.get_mut(key.as_str()) else {
+            return false;
+        };
+        i += 1;
+        while let (true, Segment::Seq { index }) = (i < last, segments[i]) {
+            let Some(v) = value.as_array_mut().and_then(|a| a.get_mut(*index)) else {
+                return false;
+            };
+            value = v;
+            i += 1;
+        }
+        let Some(t) = value.as_table_mut() else {
+            return false;
+        };
+        node = t;
+    }
+    match segments[last] {
+        Segment::Map { key } => node.remove(key.as_str()).is_some(),
+        _ => false,
+    }
 }
 
 /// Collects problems with their key paths while compiling.
@@ -757,6 +859,7 @@ fn compile_upstream(key: &str, u: &raw::RawUpstream, p: &mut Problems) -> Upstre
         admission: admission::compile_tuning(key, u, p),
         health_check: admission::compile_health_check(key, u.health_check.as_ref(), p),
         outlier_detection: admission::compile_outlier(key, u.outlier_detection.as_ref(), p),
+        circuit_breaker: admission::compile_breaker(key, u.circuit_breaker.as_ref(), p),
         retries: admission::compile_retries(key, u.retries.as_ref(), p),
     }
 }
@@ -853,5 +956,43 @@ path_prefix = "x"
         let errs = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
         assert_eq!(errs[0].key, "server.lisen");
         assert!(errs[0].message.contains("lisen"), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_keys_do_not_hide_the_other_problems_and_each_has_its_line() {
+        let text = "[server]\nlisen = 3\nshutdown_grace = \"soon\"\n\n[[upstream]]\nname = \"shop\"\nservers = [\"x\"]\nmax_headers = 3\noutlier_detection = { max_ejection_percent = 200, typo = 1 }\n\n[[route]]\nname = 7\nupstream = \"shop\"\n";
+        let found = parse_located(text).unwrap_err();
+        let got: Vec<(&str, Option<usize>)> =
+            found.iter().map(|(e, l)| (e.key.as_str(), *l)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("server.lisen", Some(2)),
+                ("server.shutdown_grace", Some(3)),
+                ("upstream[0].servers[0]", Some(7)),
+                ("upstream[0].max_headers", Some(8)),
+                ("upstream[0].outlier_detection.typo", Some(9)),
+                (
+                    "upstream[0].outlier_detection.max_ejection_percent",
+                    Some(9)
+                ),
+                ("route[0].name", Some(12)),
+            ],
+            "{found:?}"
+        );
+        // A key reported malformed (a number for a name) is not reported again as missing.
+        let name: Vec<_> = found
+            .iter()
+            .filter(|(e, _)| e.key == "route[0].name")
+            .collect();
+        assert_eq!(name.len(), 1);
+        assert!(name[0].0.message.contains("string"), "{name:?}");
+    }
+
+    #[test]
+    fn a_syntax_error_has_its_line() {
+        let found = parse_located("[server]\nlisten = \n").unwrap_err();
+        assert_eq!(found[0].0.key, "(file)");
+        assert_eq!(found[0].1, Some(2));
     }
 }

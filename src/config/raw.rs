@@ -96,6 +96,7 @@ pub struct RawUpstream {
     pub overload_queue_delay: Option<String>,
     pub health_check: Option<super::admission::RawHealthCheck>,
     pub outlier_detection: Option<super::admission::RawOutlier>,
+    pub circuit_breaker: Option<super::admission::RawCircuitBreaker>,
     pub retries: Option<super::admission::RawRetries>,
 }
 

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub rate_limit: crate::rate_limit::RateLimitMetrics,
     /// `floodgate_waiting_room_*{room}`.
     pub waiting_room: crate::waiting_room::metrics::Families,
+    /// `floodgate_certificate_expiry_seconds`, `floodgate_tls_handshakes_total`.
+    pub tls: crate::tls::TlsMetrics,
 }
 
 impl Metrics {
@@ -263,7 +265,9 @@ impl Metrics {
         }
         let rate_limit = crate::rate_limit::RateLimitMetrics::register(&registry);
         let waiting_room = crate::waiting_room::metrics::Families::register(&registry);
+        let tls = crate::tls::TlsMetrics::register(&registry);
         Arc::new(Metrics {
+            tls,
             rate_limit,
             waiting_room,
             registry,

@@ -98,6 +98,11 @@ struct TlsGateway {
 }
 
 fn tls_config(shop: SocketAddr, certs: &[&str], server_extra: &str) -> String {
+    tls_config_with(shop, certs, server_extra, "")
+}
+
+/// As [`tls_config`], with `more` (routes, rooms) added.
+fn tls_config_with(shop: SocketAddr, certs: &[&str], server_extra: &str, more: &str) -> String {
     let mut extra = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{server_extra}\n"
     );
@@ -106,13 +111,22 @@ fn tls_config(shop: SocketAddr, certs: &[&str], server_extra: &str) -> String {
             "\n[[certificate]]\ncert = \"{c}.pem\"\nkey = \"{c}.key\"\n"
         ));
     }
+    extra.push_str(more);
     config_text(shop, &extra)
 }
 
 async fn start(dir: &Path, certs: &[&str], server_extra: &str) -> TlsGateway {
+    start_with(dir, certs, server_extra, "").await
+}
+
+async fn start_with(dir: &Path, certs: &[&str], server_extra: &str, more: &str) -> TlsGateway {
     let shop = fast_shop().await;
     let config_file = dir.join("floodgate.toml");
-    std::fs::write(&config_file, tls_config(shop.addr, certs, server_extra)).unwrap();
+    std::fs::write(
+        &config_file,
+        tls_config_with(shop.addr, certs, server_extra, more),
+    )
+    .unwrap();
     let config = floodgate::config::load(&config_file).expect("config loads");
     let gw = floodgate::Gateway::start(config)
         .await
@@ -327,6 +341,34 @@ async fn a_client_that_offers_only_http1_gets_http1_over_tls() {
         assert_eq!(version, Version::HTTP_11);
         assert_eq!(echoed(&a, "x-forwarded-proto").as_deref(), Some("https"));
     }
+}
+
+#[tokio::test]
+async fn a_waiting_room_pass_handed_out_over_tls_is_a_secure_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.issue(&["shop.test"], 2031).write(dir.path(), "shop");
+    std::fs::write(dir.path().join("room.key"), "a test signing key of enough bytes\n").unwrap();
+    let room = format!(
+        "[[route]]\nname = \"shop\"\nupstream = \"shop\"\nwaiting_room = \"sale\"\n\n\
+         [[waiting_room]]\nname = \"sale\"\nkey_file = \"{}\"\nactive_users = 100\nnew_users_per_minute = 6000\n",
+        dir.path().join("room.key").display()
+    );
+    let t = start_with(dir.path(), &["shop"], "", &room).await;
+    let pass = |a: &Answer| {
+        a.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .find(|c| c.starts_with("fg_pass="))
+            .unwrap_or_else(|| panic!("no pass in {:?}", a.headers))
+    };
+
+    let tls = connect(t.gw.tls_addr(), "shop.test", trusting(&ca, &[b"http/1.1"])).await;
+    let (_, over_tls) = Conn::over(tls).await.get("/").await;
+    assert!(pass(&over_tls).contains("; Secure"), "{}", pass(&over_tls));
+    let cleartext = get(t.gw.addr(), "/").await;
+    assert!(!pass(&cleartext).contains("Secure"), "{}", pass(&cleartext));
 }
 
 // === SNI ===

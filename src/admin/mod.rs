@@ -229,13 +229,9 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
     };
     // Certificates are read before anything is swapped: a bad file refuses the whole
     // reload, and handshakes keep the certificates they had.
-    let certs = match crate::tls::CertSet::load(&new.certificates, &crate::tls::provider()) {
+    let certs = match crate::tls::load_certificates(&new) {
         Ok(c) => c,
-        Err(errors) => {
-            let e = ConfigError::Invalid {
-                file: path.display().to_string(),
-                errors,
-            };
+        Err(e) => {
             metrics.config_reloads.with_label_values(&["error"]).inc();
             tracing::error!(error = %e, "config reload refused; the running config and certificates stay");
             return Err(e);

@@ -60,6 +60,20 @@ pub fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
+/// Reads every certificate of `config`; errors name the config file and the
+/// `certificate[N].cert|key` they concern (used by reload and `floodgate check`).
+pub fn load_certificates(config: &crate::config::Config) -> Result<CertSet, crate::config::ConfigError> {
+    CertSet::load(&config.certificates, &provider()).map_err(|errors| {
+        crate::config::ConfigError::Invalid {
+            file: config
+                .source
+                .as_ref()
+                .map_or_else(|| "<inline>".into(), |p| p.display().to_string()),
+            errors,
+        }
+    })
+}
+
 /// The rustls server settings: versions, ALPN, resumption, certificates by `resolver`.
 pub fn server_config(
     resolver: Arc<dyn ResolvesServerCert>,
@@ -72,9 +86,8 @@ pub fn server_config(
     cfg.session_storage = ServerSessionMemoryCache::new(DEFAULT_SESSION_CACHE);
     // Ticket keys rotate every 6 hours (the previous key still decrypts).
     cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
-    // Our suite order (AES-GCM first) rather than the client's: same strength, and
-    // AES-GCM is what this hardware accelerates.
-    cfg.ignore_client_order = true;
+    // The client's suite order stands (rustls' default): every suite on offer is
+    // strong, and a phone without AES instructions rightly prefers ChaCha20.
     cfg.max_early_data_size = 0;
     Ok(cfg)
 }

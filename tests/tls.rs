@@ -94,7 +94,7 @@ fn new_year(year: i32) -> i64 {
 /// `[[certificate]]` entries name `certs` (relative paths: `NAME.pem`, `NAME.key`).
 struct TlsGateway {
     gw: floodgate::Gateway,
-    _shop: floodgate::shop::ShopHandle,
+    shop: floodgate::shop::ShopHandle,
 }
 
 fn tls_config(shop: SocketAddr, certs: &[&str], server_extra: &str) -> String {
@@ -131,7 +131,7 @@ async fn start_with(dir: &Path, certs: &[&str], server_extra: &str, more: &str) 
     let gw = floodgate::Gateway::start(config)
         .await
         .expect("gateway starts");
-    TlsGateway { gw, _shop: shop }
+    TlsGateway { gw, shop }
 }
 
 /// `POST /admin/reload`.
@@ -369,6 +369,40 @@ async fn a_waiting_room_pass_handed_out_over_tls_is_a_secure_cookie() {
     assert!(pass(&over_tls).contains("; Secure"), "{}", pass(&over_tls));
     let cleartext = get(t.gw.addr(), "/").await;
     assert!(!pass(&cleartext).contains("Secure"), "{}", pass(&cleartext));
+}
+
+#[tokio::test]
+async fn a_route_with_https_redirect_sends_cleartext_requests_to_https_with_308() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.issue(&["shop.test"], 2031).write(dir.path(), "shop");
+    let route = "[[route]]\nname = \"shop\"\nupstream = \"shop\"\nhttps_redirect = true\n";
+    let t = start_with(dir.path(), &["shop"], "trusted_proxies = [\"10.0.0.0/8\"]", route).await;
+    let cleartext = |method: http::Method, proto: Option<&str>| {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("http://{}/__shop/echo?item=7", t.gw.addr()))
+            .header(http::header::HOST, "shop.test:8080");
+        if let Some(p) = proto {
+            b = b.header("x-forwarded-proto", p);
+        }
+        b.body(Default::default()).unwrap()
+    };
+
+    for method in [http::Method::GET, http::Method::POST] {
+        let a = send(cleartext(method.clone(), None)).await;
+        assert_eq!(a.status, StatusCode::PERMANENT_REDIRECT, "{method}");
+        assert_eq!(a.header("location"), Some("https://shop.test/__shop/echo?item=7"));
+    }
+    // An untrusted client cannot talk its way past the redirect.
+    let a = send(cleartext(http::Method::GET, Some("https"))).await;
+    assert_eq!(a.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(t.shop.stats.path_count("/__shop/echo"), 0, "the origin saw none of them");
+
+    let tls = connect(t.gw.tls_addr(), "shop.test", trusting(&ca, &[b"h2"])).await;
+    let (_, a) = Conn::over(tls).await.get("/__shop/echo").await;
+    assert_eq!(a.status, StatusCode::OK, "over TLS the route is served");
+    assert_eq!(t.shop.stats.path_count("/__shop/echo"), 1);
 }
 
 // === SNI ===

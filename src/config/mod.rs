@@ -213,6 +213,8 @@ pub struct RouteConfig {
     pub rate_limits: crate::rate_limit::RouteRateLimits,
     /// Index into [`Config::waiting_rooms`], if the route has a room.
     pub waiting_room: Option<usize>,
+    /// Cleartext requests get a 308 to the same URL over https.
+    pub https_redirect: bool,
 }
 
 /// One problem in a config file, with the key it concerns.
@@ -482,6 +484,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             cache,
             rate_limits,
             waiting_room,
+            https_redirect: r.https_redirect.unwrap_or(tls::DEFAULT_HTTPS_REDIRECT),
         });
     }
     if raw.state.is_some() {

@@ -123,4 +123,6 @@ pub struct RawRoute {
     pub waiting_room: Option<String>,
     #[serde(default)]
     pub priority: Vec<super::admission::RawPriorityRule>,
+    /// Answer cleartext requests with a 308 to the same URL over https.
+    pub https_redirect: Option<bool>,
 }

@@ -9,6 +9,10 @@ use serde::Deserialize;
 
 use super::KeyError;
 
+/// Off: a route may serve clients that cannot do TLS, and a gateway without a TLS
+/// listener (or a TLS load balancer in front) would redirect them nowhere.
+pub const DEFAULT_HTTPS_REDIRECT: bool = false;
+
 /// `[[certificate]]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

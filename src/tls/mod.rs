@@ -14,6 +14,7 @@
 //!   handler turns that into `scheme = "https"` for every layer.
 
 pub mod certs;
+pub mod redirect;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

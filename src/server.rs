@@ -107,12 +107,24 @@ pub async fn accept_loop(
             shared.metrics.connections_total.inc();
             shared.metrics.connections_open.inc();
             match tls {
-                None => serve_connection(stream, peer, false, shared.clone(), builder, &cfg, shutdown).await,
+                None => {
+                    serve_connection(stream, peer, false, shared.clone(), builder, &cfg, shutdown)
+                        .await
+                }
                 // The handshake is bounded by the header timeout: accept → first request
                 // byte is the slowloris window, encrypted or not.
                 Some(tls) => {
                     if let Some(stream) = tls.handshake(stream, cfg.header_read_timeout).await {
-                        serve_connection(stream, peer, true, shared.clone(), builder, &cfg, shutdown).await;
+                        serve_connection(
+                            stream,
+                            peer,
+                            true,
+                            shared.clone(),
+                            builder,
+                            &cfg,
+                            shutdown,
+                        )
+                        .await;
                     }
                 }
             }

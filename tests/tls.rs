@@ -311,7 +311,12 @@ async fn a_browser_gets_http2_by_alpn_and_the_origin_is_told_https() {
     ca.issue(&["shop.test"], 2031).write(dir.path(), "shop");
     let t = start(dir.path(), &["shop"], "").await;
 
-    let tls = connect(t.gw.tls_addr(), "shop.test", trusting(&ca, &[b"h2", b"http/1.1"])).await;
+    let tls = connect(
+        t.gw.tls_addr(),
+        "shop.test",
+        trusting(&ca, &[b"h2", b"http/1.1"]),
+    )
+    .await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let mut conn = Conn::over(tls).await;
     let (version, a) = conn.get("/__shop/echo").await;
@@ -348,7 +353,11 @@ async fn a_waiting_room_pass_handed_out_over_tls_is_a_secure_cookie() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     ca.issue(&["shop.test"], 2031).write(dir.path(), "shop");
-    std::fs::write(dir.path().join("room.key"), "a test signing key of enough bytes\n").unwrap();
+    std::fs::write(
+        dir.path().join("room.key"),
+        "a test signing key of enough bytes\n",
+    )
+    .unwrap();
     let room = format!(
         "[[route]]\nname = \"shop\"\nupstream = \"shop\"\nwaiting_room = \"sale\"\n\n\
          [[waiting_room]]\nname = \"sale\"\nkey_file = \"{}\"\nactive_users = 100\nnew_users_per_minute = 6000\n",
@@ -377,7 +386,13 @@ async fn a_route_with_https_redirect_sends_cleartext_requests_to_https_with_308(
     let ca = TestCa::new();
     ca.issue(&["shop.test"], 2031).write(dir.path(), "shop");
     let route = "[[route]]\nname = \"shop\"\nupstream = \"shop\"\nhttps_redirect = true\n";
-    let t = start_with(dir.path(), &["shop"], "trusted_proxies = [\"10.0.0.0/8\"]", route).await;
+    let t = start_with(
+        dir.path(),
+        &["shop"],
+        "trusted_proxies = [\"10.0.0.0/8\"]",
+        route,
+    )
+    .await;
     let cleartext = |method: http::Method, proto: Option<&str>| {
         let mut b = Request::builder()
             .method(method)
@@ -392,12 +407,19 @@ async fn a_route_with_https_redirect_sends_cleartext_requests_to_https_with_308(
     for method in [http::Method::GET, http::Method::POST] {
         let a = send(cleartext(method.clone(), None)).await;
         assert_eq!(a.status, StatusCode::PERMANENT_REDIRECT, "{method}");
-        assert_eq!(a.header("location"), Some("https://shop.test/__shop/echo?item=7"));
+        assert_eq!(
+            a.header("location"),
+            Some("https://shop.test/__shop/echo?item=7")
+        );
     }
     // An untrusted client cannot talk its way past the redirect.
     let a = send(cleartext(http::Method::GET, Some("https"))).await;
     assert_eq!(a.status, StatusCode::PERMANENT_REDIRECT);
-    assert_eq!(t.shop.stats.path_count("/__shop/echo"), 0, "the origin saw none of them");
+    assert_eq!(
+        t.shop.stats.path_count("/__shop/echo"),
+        0,
+        "the origin saw none of them"
+    );
 
     let tls = connect(t.gw.tls_addr(), "shop.test", trusting(&ca, &[b"h2"])).await;
     let (_, a) = Conn::over(tls).await.get("/__shop/echo").await;
@@ -450,7 +472,10 @@ async fn a_reload_gives_new_handshakes_the_new_certificate_and_keeps_open_connec
     assert_eq!(open.get("/__shop/echo").await.1.status, StatusCode::OK);
     let m = metrics_text(&t.gw).await;
     assert_eq!(
-        metric(&m, "floodgate_certificate_expiry_seconds{certificate=\"shop.test\"}"),
+        metric(
+            &m,
+            "floodgate_certificate_expiry_seconds{certificate=\"shop.test\"}"
+        ),
         Some(new_year(2031) as f64)
     );
 
@@ -469,7 +494,10 @@ async fn a_reload_gives_new_handshakes_the_new_certificate_and_keeps_open_connec
     assert_eq!(served(&fresh), renewed.der);
     let m = metrics_text(&t.gw).await;
     assert_eq!(
-        metric(&m, "floodgate_certificate_expiry_seconds{certificate=\"shop.test\"}"),
+        metric(
+            &m,
+            "floodgate_certificate_expiry_seconds{certificate=\"shop.test\"}"
+        ),
         Some(new_year(2032) as f64)
     );
 }
@@ -510,7 +538,10 @@ async fn a_bad_certificate_file_refuses_the_reload_and_the_old_certificate_stays
         Some(2.0)
     );
     assert_eq!(
-        metric(&m, "floodgate_certificate_expiry_seconds{certificate=\"shop.test\"}"),
+        metric(
+            &m,
+            "floodgate_certificate_expiry_seconds{certificate=\"shop.test\"}"
+        ),
         Some(new_year(2031) as f64)
     );
 }
@@ -555,7 +586,8 @@ fn tls_config_errors_name_their_keys() {
     ))
     .unwrap_err();
     assert!(
-        errs.iter().any(|e| e.key == "server.tls_listen" && e.message.contains("overlaps")),
+        errs.iter()
+            .any(|e| e.key == "server.tls_listen" && e.message.contains("overlaps")),
         "{errs:?}"
     );
 }
@@ -625,12 +657,18 @@ async fn tls_1_1_and_cbc_only_clients_are_refused() {
     let (kind, body) = first_answer(addr, &client_hello(0x0303, &[ECDHE_ECDSA_AES128_GCM])).await;
     assert_eq!((kind, body[0]), (HANDSHAKE, 2), "a ServerHello");
 
-    let tls11 = client_hello(0x0302, &[ECDHE_ECDSA_AES128_CBC_SHA, ECDHE_RSA_AES128_CBC_SHA]);
+    let tls11 = client_hello(
+        0x0302,
+        &[ECDHE_ECDSA_AES128_CBC_SHA, ECDHE_RSA_AES128_CBC_SHA],
+    );
     assert_eq!(
         first_answer(addr, &tls11).await,
         (ALERT, FATAL_PROTOCOL_VERSION)
     );
-    let cbc = client_hello(0x0303, &[ECDHE_ECDSA_AES128_CBC_SHA, ECDHE_RSA_AES128_CBC_SHA]);
+    let cbc = client_hello(
+        0x0303,
+        &[ECDHE_ECDSA_AES128_CBC_SHA, ECDHE_RSA_AES128_CBC_SHA],
+    );
     assert_eq!(
         first_answer(addr, &cbc).await,
         (ALERT, FATAL_HANDSHAKE_FAILURE)
@@ -660,7 +698,10 @@ async fn a_returning_client_resumes_its_session_with_tls_1_3_and_1_2() {
             .with_no_client_auth();
         cfg.alpn_protocols = vec![b"h2".to_vec()];
         let first = connect(addr, "shop.test", cfg.clone()).await;
-        assert_eq!(first.get_ref().1.handshake_kind(), Some(HandshakeKind::Full));
+        assert_eq!(
+            first.get_ref().1.handshake_kind(),
+            Some(HandshakeKind::Full)
+        );
         // A request, so the TLS 1.3 tickets sent after the handshake are read.
         let mut conn = Conn::over(first).await;
         assert_eq!(conn.get("/__shop/echo").await.1.status, StatusCode::OK);

@@ -87,13 +87,14 @@ impl CertSet {
     /// ECDSA and an RSA certificate for one name can be served side by side).
     fn pick(&self, sni: Option<&str>, schemes: &[rustls::SignatureScheme]) -> Option<&Loaded> {
         if let Some(host) = sni.map(|h| h.trim_end_matches('.').to_ascii_lowercase()) {
-            let exact = self.certs.iter().filter(|c| c.names.iter().any(|n| *n == host));
+            let exact = self.certs.iter().filter(|c| c.names.contains(&host));
             if let Some(c) = first_usable(exact, schemes) {
                 return Some(c);
             }
-            let wild = self.certs.iter().filter(|c| {
-                c.names.iter().any(|n| wildcard_matches(n, &host))
-            });
+            let wild = self
+                .certs
+                .iter()
+                .filter(|c| c.names.iter().any(|n| wildcard_matches(n, &host)));
             if let Some(c) = first_usable(wild, schemes) {
                 return Some(c);
             }
@@ -150,7 +151,12 @@ fn load_one(
     let cert_pem = read_pem(&c.cert).map_err(|m| ("cert", m))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| ("cert", format!("{}: not a PEM certificate: {e}", c.cert.display())))?;
+        .map_err(|e| {
+            (
+                "cert",
+                format!("{}: not a PEM certificate: {e}", c.cert.display()),
+            )
+        })?;
     if chain.is_empty() {
         return Err((
             "cert",
@@ -164,8 +170,12 @@ fn load_one(
         )
     })?;
     let key_pem = read_pem(&c.key).map_err(|m| ("key", m))?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| ("key", format!("{}: not a PEM private key: {e}", c.key.display())))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        (
+            "key",
+            format!("{}: not a PEM private key: {e}", c.key.display()),
+        )
+    })?;
     let certified = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
         (
             "key",

@@ -63,7 +63,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Reads every certificate of `config`; errors name the config file and the
 /// `certificate[N].cert|key` they concern (used by reload and `floodgate check`).
-pub fn load_certificates(config: &crate::config::Config) -> Result<CertSet, crate::config::ConfigError> {
+pub fn load_certificates(
+    config: &crate::config::Config,
+) -> Result<CertSet, crate::config::ConfigError> {
     CertSet::load(&config.certificates, &provider()).map_err(|errors| {
         crate::config::ConfigError::Invalid {
             file: config
@@ -76,9 +78,7 @@ pub fn load_certificates(config: &crate::config::Config) -> Result<CertSet, crat
 }
 
 /// The rustls server settings: versions, ALPN, resumption, certificates by `resolver`.
-pub fn server_config(
-    resolver: Arc<dyn ResolvesServerCert>,
-) -> Result<ServerConfig, rustls::Error> {
+pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<ServerConfig, rustls::Error> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
@@ -176,7 +176,8 @@ impl Tls {
     {
         match tokio::time::timeout(timeout, self.acceptor.accept(stream)).await {
             Ok(Ok(s)) => {
-                let resumed = s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                let resumed =
+                    s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
                 if resumed {
                     self.handshakes.resumed.inc();
                 } else {

@@ -26,15 +26,15 @@ use crate::config::KeyError;
 pub const MAX_PEM_FILE: u64 = 1024 * 1024;
 
 /// One loaded `[[certificate]]`.
-pub(crate) struct Loaded {
+struct Loaded {
     /// DNS names of the leaf (subjectAltName, else the common name), lower-cased.
-    pub(crate) names: Vec<String>,
+    names: Vec<String>,
     /// The chain and signing key rustls serves.
-    pub(crate) key: Arc<CertifiedKey>,
+    key: Arc<CertifiedKey>,
     /// The leaf's notAfter, Unix seconds.
-    pub(crate) not_after: i64,
+    not_after: i64,
     /// The `certificate` label of the expiry metric: the first name, else the file name.
-    pub(crate) label: String,
+    label: String,
 }
 
 /// Every certificate of one config, in file order; the first is the default.
@@ -279,11 +279,6 @@ impl Certificates {
             self.expiry.with_label_values(&[label]).set(not_after);
         }
         self.current.store(Arc::new(set));
-    }
-
-    /// The set new handshakes get.
-    pub fn current(&self) -> Arc<CertSet> {
-        self.current.load_full()
     }
 }
 

@@ -87,7 +87,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match config::load(&config) {
+        Command::Check { config } => match config::load(&config)
+            .and_then(|c| floodgate::tls::load_certificates(&c).map(|_| c))
+        {
             Ok(c) => {
                 println!(
                     "{}: ok ({} routes, {} upstreams)",

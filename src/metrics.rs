@@ -84,6 +84,8 @@ pub struct Metrics {
     pub waiting_room: crate::waiting_room::metrics::Families,
     /// `floodgate_state_backend_up{backend}`: 1 while the shared-state backend answers.
     pub state_backend_up: IntGaugeVec,
+    /// `floodgate_certificate_expiry_seconds`, `floodgate_tls_handshakes_total`.
+    pub tls: crate::tls::TlsMetrics,
 }
 
 impl Metrics {
@@ -297,7 +299,9 @@ impl Metrics {
         registry
             .register(Box::new(crate::logging::DroppedLines::new()))
             .expect("metric registered once");
+        let tls = crate::tls::TlsMetrics::register(&registry);
         Arc::new(Metrics {
+            tls,
             rate_limit,
             waiting_room,
             state_backend_up,

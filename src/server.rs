@@ -1,7 +1,9 @@
 //! Client-facing listeners: accept, connection limits, timeouts, graceful shutdown.
 //!
 //! One hyper-util `auto` builder serves HTTP/1.1 and cleartext HTTP/2 (prior
-//! knowledge, detected from the preface) on every listener.
+//! knowledge, detected from the preface) on every listener. On a TLS listener the
+//! handshake runs first, in the connection's own task (see [`crate::tls`]); the same
+//! builder then serves the decrypted stream, HTTP/2 when ALPN chose `h2`.
 //!
 //! Connection timers are kept here rather than left to hyper: hyper's header timer
 //! has moved between versions (it started at the first byte in hyper#3178; in 1.12
@@ -22,12 +24,14 @@ use std::time::{Duration, Instant};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::config::ServerConfig;
 use crate::proxy::{handle_counted, ConnActivity, Shared};
+use crate::tls::{OverTls, Tls};
 
 /// Binds a listener with SO_REUSEADDR so a restart does not wait for TIME_WAIT.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -62,9 +66,11 @@ pub fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Accepts connections on `listener` until `shutdown` turns true.
+/// Accepts connections on `listener` until `shutdown` turns true; with `tls`, each
+/// connection is a TLS handshake first.
 pub async fn accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     shared: Arc<Shared>,
     cfg: Arc<ServerConfig>,
     limit: Arc<Semaphore>,
@@ -96,24 +102,49 @@ pub async fn accept_loop(
         let builder = builder.clone();
         let cfg = cfg.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             shared.metrics.connections_total.inc();
             shared.metrics.connections_open.inc();
-            serve_connection(stream, peer, shared.clone(), builder, &cfg, shutdown).await;
+            match tls {
+                None => {
+                    serve_connection(stream, peer, false, shared.clone(), builder, &cfg, shutdown)
+                        .await
+                }
+                // The handshake is bounded by the header timeout: accept → first request
+                // byte is the slowloris window, encrypted or not.
+                Some(tls) => {
+                    if let Some(stream) = tls.handshake(stream, cfg.header_read_timeout).await {
+                        serve_connection(
+                            stream,
+                            peer,
+                            true,
+                            shared.clone(),
+                            builder,
+                            &cfg,
+                            shutdown,
+                        )
+                        .await;
+                    }
+                }
+            }
             shared.metrics.connections_open.dec();
             drop(permit);
         });
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
+    over_tls: bool,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     cfg: &ServerConfig,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(ConnActivity::default());
     activity.last_end.touch();
     let io = TokioIo::new(ActivityIo {
@@ -122,7 +153,12 @@ async fn serve_connection(
     });
     let svc = {
         let activity = activity.clone();
-        service_fn(move |req| handle_counted(shared.clone(), peer, activity.clone(), req))
+        service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if over_tls {
+                req.extensions_mut().insert(OverTls);
+            }
+            handle_counted(shared.clone(), peer, activity.clone(), req)
+        })
     };
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
@@ -173,15 +209,16 @@ fn deadline(activity: &ConnActivity, cfg: &ServerConfig) -> Instant {
 }
 
 pin_project_lite::pin_project! {
-    /// The client socket, noting when a new request head starts arriving.
-    struct ActivityIo {
+    /// The client stream (TCP, or TLS over TCP), noting when a new request head starts
+    /// arriving.
+    struct ActivityIo<S> {
         #[pin]
-        inner: TcpStream,
+        inner: S,
         activity: Arc<ConnActivity>,
     }
 }
 
-impl tokio::io::AsyncRead for ActivityIo {
+impl<S: AsyncRead> AsyncRead for ActivityIo<S> {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -197,7 +234,7 @@ impl tokio::io::AsyncRead for ActivityIo {
     }
 }
 
-impl tokio::io::AsyncWrite for ActivityIo {
+impl<S: AsyncWrite> AsyncWrite for ActivityIo<S> {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

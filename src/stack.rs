@@ -1,8 +1,8 @@
 //! The per-route tower stack: the order in which a request meets each concern.
 //!
 //! ```text
-//!  client ──► rate limit ──► waiting room ──► cache ──► admission queue ──► upstream ──► origin
-//!             (429)          (waiting page)    (hit)      (503 when full)     (502/504)
+//!  client ──► https redirect ──► rate limit ──► waiting room ──► cache ──► admission queue ──► upstream ──► origin
+//!             (308 if cleartext) (429)          (waiting page)   (hit)     (503 when full)     (502/504)
 //! ```
 //!
 //! Each stage is a tower layer in its own module; a route carries only the stages its
@@ -22,6 +22,7 @@ use crate::config::RouteConfig;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::rate_limit::{RateLimitLayer, RouteLimits};
+use crate::tls::redirect::HttpsRedirectLayer;
 use crate::upstream::{Upstream, UpstreamService};
 use crate::waiting_room::{Room, WaitingRoomLayer};
 
@@ -44,6 +45,7 @@ pub fn route_stack(
         upstream.name(),
     );
     let svc = ServiceBuilder::new()
+        .option_layer(route.https_redirect.then_some(HttpsRedirectLayer))
         .option_layer(rate_limits.map(RateLimitLayer::new))
         .option_layer(room.map(WaitingRoomLayer::new))
         .option_layer(

@@ -29,6 +29,8 @@ pub struct AdminState {
     pub config_path: Option<PathBuf>,
     /// Bearer token required on every endpoint but health and readiness, when set.
     pub token: Option<String>,
+    /// The certificates TLS handshakes get; re-read on every reload.
+    pub certificates: Arc<crate::tls::Certificates>,
 }
 
 /// Whether the request carries the admin token (always true when none is configured).
@@ -331,9 +333,20 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
             return Err(e);
         }
     };
+    // Certificates are read before anything is swapped: a bad file refuses the whole
+    // reload, and handshakes keep the certificates they had.
+    let certs = match crate::tls::load_certificates(&new) {
+        Ok(c) => c,
+        Err(e) => {
+            metrics.config_reloads.with_label_values(&["error"]).inc();
+            tracing::error!(error = %e, "config reload refused; the running config and certificates stay");
+            return Err(e);
+        }
+    };
     let old = state.shared.current.load_full();
     let mut changes = Vec::new();
     if old.config.server.listen != new.server.listen
+        || old.config.server.tls_listen != new.server.tls_listen
         || old.config.server.admin_listen != new.server.admin_listen
     {
         changes.push("listeners changed: restart to apply".to_string());
@@ -355,7 +368,11 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
         new.routes.len(),
         new.upstreams.len()
     ));
+    if !certs.is_empty() {
+        changes.push(format!("{} certificates re-read", certs.len()));
+    }
     let compiled = Compiled::build(new, metrics, Some(&old));
+    state.certificates.install(certs);
     state.shared.current.store(Arc::new(compiled));
     metrics.config_reloads.with_label_values(&["ok"]).inc();
     let summary = changes.join("; ");

@@ -8,6 +8,7 @@
 pub mod admission;
 mod locate;
 pub mod raw;
+pub mod tls;
 pub mod units;
 
 use std::collections::HashSet;
@@ -77,6 +78,8 @@ pub struct Config {
     pub cache: crate::cache::config::CacheSettings,
     /// Waiting rooms in file order; routes refer to them by index.
     pub waiting_rooms: Vec<crate::waiting_room::RoomConfig>,
+    /// `[[certificate]]` in file order; the first is served when SNI matches none.
+    pub certificates: Vec<tls::CertificateConfig>,
 }
 
 /// `[server]`, compiled.
@@ -84,6 +87,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Proxy listeners.
     pub listen: Vec<SocketAddr>,
+    /// TLS proxy listeners (HTTP/2 or HTTP/1.1 by ALPN); empty means no TLS.
+    pub tls_listen: Vec<SocketAddr>,
     /// Metrics, health and admin API.
     pub admin_listen: Option<SocketAddr>,
     /// A file holding the admin bearer token (else `FLOODGATE_ADMIN_TOKEN`).
@@ -213,6 +218,8 @@ pub struct RouteConfig {
     pub rate_limits: crate::rate_limit::RouteRateLimits,
     /// Index into [`Config::waiting_rooms`], if the route has a room.
     pub waiting_room: Option<usize>,
+    /// Cleartext requests get a 308 to the same URL over https.
+    pub https_redirect: bool,
 }
 
 /// One problem in a config file, with the key it concerns.
@@ -292,6 +299,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         }
     })?;
     config.source = Some(path.to_path_buf());
+    tls::resolve_paths(&mut config.certificates, path);
     Ok(config)
 }
 
@@ -580,11 +588,13 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             cache,
             rate_limits,
             waiting_room,
+            https_redirect: r.https_redirect.unwrap_or(tls::DEFAULT_HTTPS_REDIRECT),
         });
     }
     if raw.state.is_some() {
         p.add("state", "shared state is not available in this build yet");
     }
+    let certificates = tls::compile(&raw.certificate, &server.tls_listen, &mut p.0);
 
     if p.0.is_empty() {
         Ok(Config {
@@ -595,6 +605,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             routes,
             cache: cache_settings,
             waiting_rooms,
+            certificates,
         })
     } else {
         Err(p.0)
@@ -602,28 +613,14 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
 }
 
 fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
-    let listen_strs = s
-        .listen
-        .as_ref()
-        .map(|l| l.to_vec())
-        .unwrap_or_else(|| vec!["0.0.0.0:8080".into()]);
-    let mut listen = Vec::new();
-    for (i, a) in listen_strs.iter().enumerate() {
-        let key = if listen_strs.len() == 1 && matches!(s.listen, Some(raw::OneOrMany::One(_))) {
-            "server.listen".to_string()
-        } else {
-            format!("server.listen[{i}]")
-        };
-        match a.parse::<SocketAddr>() {
-            Ok(addr) => listen.push((key, addr)),
-            Err(_) => p.add(
-                key,
-                format!("{a:?} is not an address like \"0.0.0.0:8080\" or \"[::1]:8080\""),
-            ),
-        }
-    }
-    if listen_strs.is_empty() {
-        p.add("server.listen", "needs at least one address");
+    let listen = addresses("server.listen", s.listen.as_ref(), "0.0.0.0:8080", p);
+    let tls_listen = addresses("server.tls_listen", s.tls_listen.as_ref(), "", p);
+    let listen_empty = matches!(&s.listen, Some(raw::OneOrMany::Many(v)) if v.is_empty());
+    if listen_empty && tls_listen.is_empty() {
+        p.add(
+            "server.listen",
+            "needs at least one address (here or in server.tls_listen)",
+        );
     }
     let admin_listen = s
         .admin_listen
@@ -639,6 +636,7 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
             }
         });
     let mut all: Vec<(String, SocketAddr)> = listen.clone();
+    all.extend(tls_listen.iter().cloned());
     if let Some(a) = admin_listen {
         all.push(("server.admin_listen".into(), a));
     }
@@ -671,6 +669,7 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
     }
     ServerConfig {
         listen: listen.into_iter().map(|(_, a)| a).collect(),
+        tls_listen: tls_listen.into_iter().map(|(_, a)| a).collect(),
         admin_listen,
         admin_token_file: s.admin_token_file.as_ref().map(PathBuf::from),
         shutdown_grace: p.parse(
@@ -714,6 +713,36 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
         ) as u32,
         via_name: s.via_name.clone().unwrap_or_else(|| "floodgate".into()),
     }
+}
+
+/// One address or a list, each with its key path; `default` (if not empty) when absent.
+fn addresses(
+    key: &str,
+    value: Option<&raw::OneOrMany>,
+    default: &str,
+    p: &mut Problems,
+) -> Vec<(String, SocketAddr)> {
+    let strs = match value {
+        Some(v) => v.to_vec(),
+        None if default.is_empty() => Vec::new(),
+        None => vec![default.to_string()],
+    };
+    let mut out = Vec::new();
+    for (i, a) in strs.iter().enumerate() {
+        let k = if matches!(value, Some(raw::OneOrMany::Many(_))) {
+            format!("{key}[{i}]")
+        } else {
+            key.to_string()
+        };
+        match a.parse::<SocketAddr>() {
+            Ok(addr) => out.push((k, addr)),
+            Err(_) => p.add(
+                k,
+                format!("{a:?} is not an address like \"0.0.0.0:8080\" or \"[::1]:8080\""),
+            ),
+        }
+    }
+    out
 }
 
 fn positive_duration(s: &str) -> Result<Duration, String> {

@@ -24,6 +24,9 @@ pub struct RawConfig {
     pub state: Option<toml::Table>,
     /// `[cache]`: the process-wide HTTP cache store.
     pub cache: Option<crate::cache::config::RawCacheSettings>,
+    /// `[[certificate]]`: TLS certificate chains and keys, the first is the default.
+    #[serde(default)]
+    pub certificate: Vec<super::tls::RawCertificate>,
 }
 
 /// One address or a list of them.
@@ -49,6 +52,7 @@ impl OneOrMany {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<OneOrMany>,
+    pub tls_listen: Option<OneOrMany>,
     pub admin_listen: Option<String>,
     pub admin_token_file: Option<String>,
     pub shutdown_grace: Option<String>,
@@ -121,4 +125,6 @@ pub struct RawRoute {
     pub waiting_room: Option<String>,
     #[serde(default)]
     pub priority: Vec<super::admission::RawPriorityRule>,
+    /// Answer cleartext requests with a 308 to the same URL over https.
+    pub https_redirect: Option<bool>,
 }

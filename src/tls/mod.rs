@@ -67,7 +67,10 @@ pub fn load_certificates(
     config: &crate::config::Config,
 ) -> Result<CertSet, crate::config::ConfigError> {
     CertSet::load(&config.certificates, &provider()).map_err(|errors| {
+        // A file problem has no line in the config file: the key path names it.
+        let lines = vec![None; errors.len()];
         crate::config::ConfigError::Invalid {
+            lines,
             file: config
                 .source
                 .as_ref()

@@ -299,6 +299,41 @@ mod tests {
     }
 
     #[test]
+    fn fields_named_in_every_connection_line_are_removed() {
+        let mut h = hm(&[
+            ("connection", "x-a"),
+            ("connection", "x-b, close"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_can_say_the_request_was_https() {
+        let https = hm(&[("x-forwarded-proto", "HTTPS ")]);
+        assert_eq!(request_scheme("http", true, &https), "https");
+        assert_eq!(request_scheme("http", false, &https), "http");
+        let two = hm(&[("x-forwarded-proto", "https"), ("x-forwarded-proto", "http")]);
+        assert_eq!(request_scheme("http", true, &two), "http");
+        assert_eq!(request_scheme("https", false, &HeaderMap::new()), "https");
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4_for_trust() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer = canonical_peer("[::ffff:10.0.0.1]:5000".parse().unwrap());
+        assert_eq!(peer.ip(), "10.0.0.1".parse::<IpAddr>().unwrap());
+        let h = hm(&[("x-forwarded-for", "1.2.3.4, ::ffff:10.0.0.7")]);
+        assert_eq!(
+            client_ip(peer.ip(), &h, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
     fn the_client_is_the_rightmost_untrusted_address_behind_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = hm(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7")]);

@@ -97,8 +97,20 @@ async fn serve_origin_conn(mut sock: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, rep
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end + 4);
         let s = Seen { head };
-        // Bodies in these tests are small and have a length.
-        if let Some(n) = s.all("content-length").first().and_then(|n| n.parse::<usize>().ok()) {
+        // Bodies in these tests are small: a length, or chunks up to the last one.
+        if s.all("transfer-encoding").iter().any(|t| t.contains("chunked")) {
+            loop {
+                if let Some(i) = buf.windows(5).position(|w| w == b"0\r\n\r\n") {
+                    buf.drain(..i + 5);
+                    break;
+                }
+                let mut chunk = [0u8; 4096];
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                }
+            }
+        } else if let Some(n) = s.all("content-length").first().and_then(|n| n.parse::<usize>().ok()) {
             while buf.len() < n {
                 let mut chunk = [0u8; 4096];
                 match sock.read(&mut chunk).await {
@@ -729,4 +741,45 @@ async fn the_access_log_says_what_was_asked_by_whom_and_who_answered() {
     let line = log_line(&log, &id).await;
     assert!(line.contains("status=404") && line.contains("upstream=\"-\"") && line.contains("route=\"-\""), "{line}");
     assert_eq!(origin.count(), 1);
+}
+
+// === What hyper refuses before the edge runs ===
+
+#[tokio::test]
+async fn a_head_hyper_cannot_parse_gets_400_and_never_reaches_the_origin() {
+    let origin = Origin::start(OK).await;
+    let gw = gateway_for(&origin, "").await;
+    for bad in [
+        "GET / HTTP/1.1\r\nHost: shop\r\nContent-Length: abc\r\nConnection: close\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: shop\r\nContent-Length: 1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab",
+        "GET / HTTP/1.1\r\nHost: shop\r\nBad Name: x\r\nConnection: close\r\n\r\n",
+        "GET /a b HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+    ] {
+        let got = raw(gw.addr(), bad).await;
+        assert_eq!(got.status, 400, "{bad:?} → {got:?}");
+    }
+    assert_eq!(origin.count(), 0, "the origin saw {:?}", origin.seen());
+}
+
+#[tokio::test]
+async fn content_length_with_chunked_cannot_smuggle_a_request_past_the_gateway() {
+    let origin = Origin::start(OK).await;
+    let gw = gateway_for(&origin, "").await;
+    // Framed by Transfer-Encoding the body ends at "0"; framed by Content-Length it
+    // swallows the GET. A proxy and an origin that disagree give the GET to the origin
+    // as a request nobody routed.
+    let req = "POST /form HTTP/1.1\r\nHost: shop\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n\
+               0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: shop\r\n\r\n";
+    let got = raw(gw.addr(), req).await;
+    assert_eq!(got.status, 200);
+    let text = format!("{}\r\n\r\n{}", got.head, got.body);
+    // RFC 9112 §6.3: such a message is answered, then the connection closed.
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(got.header("connection").is_some_and(|c| c.contains("close")), "{got:?}");
+
+    let seen = origin.seen();
+    assert_eq!(seen.len(), 1, "the origin saw {seen:?}");
+    assert_eq!((seen[0].method(), seen[0].target()), ("POST", "/form"));
+    // The origin gets one framing only, the gateway's own.
+    assert!(seen[0].all("content-length").is_empty(), "{}", seen[0].head);
 }

@@ -63,7 +63,10 @@ fn path_normalisation(c: &mut Criterion) {
     let mut g = c.benchmark_group("normalize_path");
     for (name, path) in [
         ("already_normal", "/products/123/reviews"),
-        ("long_normal", "/api/v2/catalogue/shops/491/products/123456/variants/7/stock"),
+        (
+            "long_normal",
+            "/api/v2/catalogue/shops/491/products/123456/variants/7/stock",
+        ),
         ("dot_segments", "/static/../products/./123//reviews"),
         ("escapes", "/%70roducts/%31%32%33/a%3ab"),
     ] {

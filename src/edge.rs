@@ -111,9 +111,11 @@ pub struct RawEdge<'a> {
 
 /// Compiles the edge keys of `[server]`; problems are appended with their key paths.
 pub fn compile(raw: &RawEdge<'_>, errors: &mut Vec<KeyError>) -> EdgeConfig {
-    let mut cfg = EdgeConfig::default();
-    cfg.normalize_path = raw.normalize_path.unwrap_or(DEFAULT_NORMALIZE_PATH);
-    cfg.merge_slashes = raw.merge_slashes.unwrap_or(DEFAULT_MERGE_SLASHES);
+    let mut cfg = EdgeConfig {
+        normalize_path: raw.normalize_path.unwrap_or(DEFAULT_NORMALIZE_PATH),
+        merge_slashes: raw.merge_slashes.unwrap_or(DEFAULT_MERGE_SLASHES),
+        ..EdgeConfig::default()
+    };
     if let Some(methods) = raw.refused_methods {
         cfg.refused_methods = Vec::new();
         for (i, m) in methods.iter().enumerate() {
@@ -190,7 +192,11 @@ impl HeaderList {
 
     /// Whether `name` is on the list.
     pub fn contains(&self, name: &HeaderName) -> bool {
-        self.exact.contains(name) || self.prefixes.iter().any(|p| name.as_str().starts_with(&**p))
+        self.exact.contains(name)
+            || self
+                .prefixes
+                .iter()
+                .any(|p| name.as_str().starts_with(&**p))
     }
 
     /// Removes every field on the list from `headers`.
@@ -244,7 +250,8 @@ pub fn request_authority<B>(req: &Request<B>) -> Result<&str, GatewayError> {
             if !valid_authority(a) {
                 return Err(GatewayError::BadRequest("invalid request authority"));
             }
-            if req.version() == Version::HTTP_2 && host.is_some_and(|h| !h.eq_ignore_ascii_case(a)) {
+            if req.version() == Version::HTTP_2 && host.is_some_and(|h| !h.eq_ignore_ascii_case(a))
+            {
                 return Err(GatewayError::BadRequest("Host differs from :authority"));
             }
             // HTTP/1.1 absolute-form: the target's authority wins over Host (RFC 9112 §3.2.2).
@@ -547,7 +554,10 @@ mod tests {
         assert_eq!(norm("/a%00b"), Err(PathError::Nul));
         assert_eq!(norm("/a%zz"), Err(PathError::BadEscape));
         assert_eq!(norm("/a%4"), Err(PathError::BadEscape));
-        assert_eq!(norm("/static/..;/admin"), Err(PathError::DotSegmentParameter));
+        assert_eq!(
+            norm("/static/..;/admin"),
+            Err(PathError::DotSegmentParameter)
+        );
         assert_eq!(
             norm("/static/%2e%2e;/admin"),
             Err(PathError::DotSegmentParameter)
@@ -596,9 +606,44 @@ mod tests {
     }
 
     #[test]
+    fn edge_keys_compile_with_their_defaults_and_report_bad_values_by_key() {
+        let c = crate::config::parse("[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let e = &c.server.edge;
+        assert!(e.normalize_path && e.merge_slashes);
+        assert_eq!(e.refused_methods, [Method::TRACE, Method::CONNECT]);
+        assert_eq!(e.allow, "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS");
+        assert!(e
+            .untrusted_headers
+            .contains(&HeaderName::from_static("x-forwarded-host")));
+        assert!(e
+            .strip_headers
+            .contains(&HeaderName::from_static("x-http-method-override")));
+
+        let errs = crate::config::parse(
+            "[server]\nrefused_methods = [\"TRACE\", \"BAD METHOD\"]\n\
+             untrusted_headers = [\"x ok\"]\nstrip_headers = [\"fine\", \"*\"]\n",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "server.refused_methods[1]",
+                "server.untrusted_headers[0]",
+                "server.strip_headers[1]"
+            ],
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn header_lists_match_names_and_prefixes() {
         let mut errors = Vec::new();
-        let l = HeaderList::parse("k", &["X-Real-IP", "x-forwarded-*", "bad name"], &mut errors);
+        let l = HeaderList::parse(
+            "k",
+            &["X-Real-IP", "x-forwarded-*", "bad name"],
+            &mut errors,
+        );
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].key, "k[2]");
         let mut h = HeaderMap::new();

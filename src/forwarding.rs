@@ -170,7 +170,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    let keep = |headers: &HeaderMap, name: &HeaderName| hop.peer_trusted && headers.contains_key(name);
+    let keep =
+        |headers: &HeaderMap, name: &HeaderName| hop.peer_trusted && headers.contains_key(name);
     if !keep(headers, &X_FORWARDED_PROTO) {
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(hop.scheme));
     }
@@ -316,7 +317,10 @@ mod tests {
         let https = hm(&[("x-forwarded-proto", "HTTPS ")]);
         assert_eq!(request_scheme("http", true, &https), "https");
         assert_eq!(request_scheme("http", false, &https), "http");
-        let two = hm(&[("x-forwarded-proto", "https"), ("x-forwarded-proto", "http")]);
+        let two = hm(&[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-proto", "http"),
+        ]);
         assert_eq!(request_scheme("http", true, &two), "http");
         assert_eq!(request_scheme("https", false, &HeaderMap::new()), "https");
     }

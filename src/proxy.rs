@@ -168,7 +168,12 @@ struct Front {
 }
 
 impl Front {
-    fn read<B>(server: &ServerConfig, peer: SocketAddr, conn_scheme: &'static str, req: &Request<B>) -> Self {
+    fn read<B>(
+        server: &ServerConfig,
+        peer: SocketAddr,
+        conn_scheme: &'static str,
+        req: &Request<B>,
+    ) -> Self {
         let peer = forwarding::canonical_peer(peer);
         let trusted = &server.trusted_proxies;
         let peer_trusted = forwarding::is_trusted(peer.ip(), trusted);
@@ -200,14 +205,10 @@ pub async fn handle(
 
     let routed = route_of(&compiled, &mut req);
     // Kept for the log line: the URI (after normalisation) and the host are refcounted.
-    let log_target = compiled
-        .config
-        .log
-        .access_log
-        .then(|| {
-            let host = edge::request_authority(&req).ok().filter(|h| !h.is_empty());
-            (req.uri().clone(), host.map(Box::<str>::from))
-        });
+    let log_target = compiled.config.log.access_log.then(|| {
+        let host = edge::request_authority(&req).ok().filter(|h| !h.is_empty());
+        (req.uri().clone(), host.map(Box::<str>::from))
+    });
     let (route, result) = match routed {
         Err(e) => (None, Err(e)),
         Ok(idx) => {
@@ -289,13 +290,13 @@ impl BodyGuard for ResponseGuard {
     }
 }
 
-/// The edge checks, in order, then the route: refused method (405), host (400), path
-/// (400, else the request's path becomes the normal one), route (404).
+/// The edge checks, in order, then the route: refused method (405), path (400, else
+/// the request's path becomes the normal one), host (400), route (404).
 fn route_of<B>(compiled: &Compiled, req: &mut Request<B>) -> Result<usize, GatewayError> {
     let edge_cfg = &compiled.config.server.edge;
     edge::check_method(edge_cfg, req.method())?;
-    let host = normalize_host(edge::request_authority(req)?).into_owned();
     normalize_target(edge_cfg, req)?;
+    let host = normalize_host(edge::request_authority(req)?);
     compiled
         .router
         .route(&host, req.uri().path())

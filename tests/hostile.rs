@@ -47,7 +47,12 @@ impl Seen {
 
     fn one(&self, name: &str) -> Option<String> {
         let all = self.all(name);
-        assert!(all.len() <= 1, "{name} sent {} times: {}", all.len(), self.head);
+        assert!(
+            all.len() <= 1,
+            "{name} sent {} times: {}",
+            all.len(),
+            self.head
+        );
         all.into_iter().next()
     }
 }
@@ -98,7 +103,10 @@ async fn serve_origin_conn(mut sock: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, rep
         buf.drain(..end + 4);
         let s = Seen { head };
         // Bodies in these tests are small: a length, or chunks up to the last one.
-        if s.all("transfer-encoding").iter().any(|t| t.contains("chunked")) {
+        if s.all("transfer-encoding")
+            .iter()
+            .any(|t| t.contains("chunked"))
+        {
             loop {
                 if let Some(i) = buf.windows(5).position(|w| w == b"0\r\n\r\n") {
                     buf.drain(..i + 5);
@@ -110,7 +118,11 @@ async fn serve_origin_conn(mut sock: TcpStream, seen: Arc<Mutex<Vec<Seen>>>, rep
                     Ok(k) => buf.extend_from_slice(&chunk[..k]),
                 }
             }
-        } else if let Some(n) = s.all("content-length").first().and_then(|n| n.parse::<usize>().ok()) {
+        } else if let Some(n) = s
+            .all("content-length")
+            .first()
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             while buf.len() < n {
                 let mut chunk = [0u8; 4096];
                 match sock.read(&mut chunk).await {
@@ -235,8 +247,8 @@ async fn a_request_with_two_host_fields_gets_400_and_never_reaches_the_origin() 
 }
 
 #[tokio::test]
-async fn a_host_with_userinfo_a_slash_a_space_or_a_bad_port_gets_400_and_never_reaches_the_origin(
-) {
+async fn a_host_with_userinfo_a_slash_a_space_or_a_bad_port_gets_400_and_never_reaches_the_origin()
+{
     let origin = Origin::start(OK).await;
     let gw = gateway_for(&origin, "").await;
     for bad in [
@@ -357,7 +369,10 @@ async fn forwarding_and_override_headers_from_an_untrusted_peer_never_reach_the_
     // What the gateway saw, not what the client claimed.
     assert_eq!(seen.one("x-forwarded-for").as_deref(), Some("127.0.0.1"));
     assert_eq!(seen.one("x-forwarded-proto").as_deref(), Some("http"));
-    assert_eq!(seen.one("x-forwarded-host").as_deref(), Some("shop.example.com"));
+    assert_eq!(
+        seen.one("x-forwarded-host").as_deref(),
+        Some("shop.example.com")
+    );
     assert_eq!(seen.one("x-real-ip").as_deref(), Some("127.0.0.1"));
     for gone in [
         "x-forwarded-scheme",
@@ -368,7 +383,11 @@ async fn forwarding_and_override_headers_from_an_untrusted_peer_never_reach_the_
         "x-host",
         "x-http-method-override",
     ] {
-        assert_eq!(seen.all(gone), Vec::<String>::new(), "{gone} reached the origin");
+        assert_eq!(
+            seen.all(gone),
+            Vec::<String>::new(),
+            "{gone} reached the origin"
+        );
     }
     assert_eq!((seen.method(), seen.target()), ("GET", "/products/1"));
 }
@@ -378,9 +397,7 @@ async fn the_stripped_header_lists_are_configurable() {
     let origin = Origin::start(OK).await;
     let gw = gateway_for(
         &origin,
-        &format!(
-            "{SERVER}untrusted_headers = [\"x-real-ip\"]\nstrip_headers = [\"x-secret-*\"]\n"
-        ),
+        &format!("{SERVER}untrusted_headers = [\"x-real-ip\"]\nstrip_headers = [\"x-secret-*\"]\n"),
     )
     .await;
     let got = raw(
@@ -399,7 +416,10 @@ async fn the_stripped_header_lists_are_configurable() {
     assert_eq!(got.status, 200);
     let seen = origin.last();
     assert!(seen.all("x-secret-token").is_empty());
-    assert_eq!(seen.one("x-original-url").as_deref(), Some("/kept-on-request"));
+    assert_eq!(
+        seen.one("x-original-url").as_deref(),
+        Some("/kept-on-request")
+    );
     assert_eq!(seen.one("x-real-ip").as_deref(), Some("127.0.0.1"));
 }
 
@@ -424,25 +444,46 @@ async fn a_trusted_proxys_forwarding_headers_are_kept_and_its_https_makes_cookie
     );
 
     let seen = origin.last();
-    assert_eq!(seen.one("x-forwarded-for").as_deref(), Some("6.6.6.6, 127.0.0.1"));
+    assert_eq!(
+        seen.one("x-forwarded-for").as_deref(),
+        Some("6.6.6.6, 127.0.0.1")
+    );
     assert_eq!(seen.one("x-forwarded-proto").as_deref(), Some("https"));
-    assert_eq!(seen.one("x-forwarded-host").as_deref(), Some("evil.example"));
+    assert_eq!(
+        seen.one("x-forwarded-host").as_deref(),
+        Some("evil.example")
+    );
     assert_eq!(seen.one("x-real-ip").as_deref(), Some("6.6.6.6"));
     assert!(seen.one("forwarded").is_some());
     // Override headers are stripped whoever relays them.
-    for gone in ["x-original-url", "x-rewrite-url", "x-host", "x-http-method-override", "x-forwarded-scheme"] {
+    for gone in [
+        "x-original-url",
+        "x-rewrite-url",
+        "x-host",
+        "x-http-method-override",
+        "x-forwarded-scheme",
+    ] {
         assert!(seen.all(gone).is_empty(), "{gone} reached the origin");
     }
 
     // The same proxy relaying plain http: no Secure.
     let got = raw(
         gw.addr(),
-        &get("/products/2", &["Host: shop.example.com", "X-Forwarded-For: 6.6.6.7"]),
+        &get(
+            "/products/2",
+            &["Host: shop.example.com", "X-Forwarded-For: 6.6.6.7"],
+        ),
     )
     .await;
     assert_eq!(got.status, 200);
-    assert!(got.all("set-cookie").iter().all(|c| !c.contains("Secure")), "{got:?}");
-    assert_eq!(origin.last().one("x-forwarded-proto").as_deref(), Some("http"));
+    assert!(
+        got.all("set-cookie").iter().all(|c| !c.contains("Secure")),
+        "{got:?}"
+    );
+    assert_eq!(
+        origin.last().one("x-forwarded-proto").as_deref(),
+        Some("http")
+    );
 }
 
 #[tokio::test]
@@ -463,7 +504,10 @@ async fn an_ipv4_peer_of_a_dual_stack_listener_matches_ipv4_trusted_proxies() {
     .await;
     assert_eq!(got.status, 200, "{got:?}");
     let seen = origin.last();
-    assert_eq!(seen.one("x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
+    assert_eq!(
+        seen.one("x-forwarded-for").as_deref(),
+        Some("203.0.113.9, 127.0.0.1")
+    );
     assert_eq!(seen.one("x-real-ip").as_deref(), Some("203.0.113.9"));
 }
 
@@ -511,7 +555,11 @@ async fn trace_gets_405_with_allow_and_is_never_forwarded() {
 
     // Configurable: an operator who needs TRACE at the origin can have it.
     let gw = gateway_for(&origin, &format!("{SERVER}refused_methods = []\n")).await;
-    let got = raw(gw.addr(), "TRACE / HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n").await;
+    let got = raw(
+        gw.addr(),
+        "TRACE / HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!(got.status, 200);
     assert_eq!(origin.last().method(), "TRACE");
 }
@@ -521,7 +569,11 @@ async fn trace_gets_405_with_allow_and_is_never_forwarded() {
 #[tokio::test]
 async fn every_answer_the_gateway_writes_itself_carries_a_request_id() {
     let origin = Origin::start(OK).await;
-    let down = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let down = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let extra = format!(
         "[[upstream]]\nname = \"down\"\nservers = [\"{down}\"]\n\n\
          [[upstream]]\nname = \"narrow\"\nservers = [\"{o}\"]\nmax_concurrency = 1\nqueue_size = 0\n\n\
@@ -532,14 +584,21 @@ async fn every_answer_the_gateway_writes_itself_carries_a_request_id() {
         o = origin.addr
     );
     let gw = gateway_for(&origin, &extra).await;
-    let id = |got: &Got| got.header("x-request-id").unwrap_or_else(|| panic!("no id: {got:?}"));
+    let id = |got: &Got| {
+        got.header("x-request-id")
+            .unwrap_or_else(|| panic!("no id: {got:?}"))
+    };
 
     // 404: no route for this host.
     let got = raw(gw.addr(), &get("/", &["Host: nowhere"])).await;
     assert_eq!(got.status, 404);
     assert_eq!(id(&got).len(), 32);
     // 400: a bad Host; the client's own sane id is kept.
-    let got = raw(gw.addr(), &get("/", &["Host: a b", "X-Request-Id: client-id-1"])).await;
+    let got = raw(
+        gw.addr(),
+        &get("/", &["Host: a b", "X-Request-Id: client-id-1"]),
+    )
+    .await;
     assert_eq!((got.status, id(&got).as_str()), (400, "client-id-1"));
     // 429: over the limit after one request.
     assert_eq!(raw(gw.addr(), &get("/", &["Host: shop"])).await.status, 200);
@@ -550,20 +609,30 @@ async fn every_answer_the_gateway_writes_itself_carries_a_request_id() {
     let got = raw(gw.addr(), &get("/", &["Host: down"])).await;
     assert_eq!(got.status, 502, "{got:?}");
     id(&got);
-    assert_eq!(origin.count(), 1, "only the first request of the limited route");
+    assert_eq!(
+        origin.count(),
+        1,
+        "only the first request of the limited route"
+    );
 
     // 503: the one slot is held by a slow request and the queue holds nobody.
     let addr = gw.addr();
     let slow = tokio::spawn(async move { raw(addr, &get("/slow", &["Host: narrow"])).await });
-    eventually("the slow request holds the slot", Duration::from_secs(5), || async {
-        origin.count() == 2
-    })
+    eventually(
+        "the slow request holds the slot",
+        Duration::from_secs(5),
+        || async { origin.count() == 2 },
+    )
     .await;
     let got = raw(gw.addr(), &get("/", &["Host: narrow"])).await;
     assert_eq!(got.status, 503, "{got:?}");
     id(&got);
     assert_eq!(slow.await.unwrap().status, 200);
-    assert_eq!(origin.count(), 2, "the shed request never reached the origin");
+    assert_eq!(
+        origin.count(),
+        2,
+        "the shed request never reached the origin"
+    );
 }
 
 // === One normalised path ===
@@ -592,15 +661,31 @@ async fn path_tricks_cannot_skip_a_waiting_room_guarding_products() {
     let gw = gateway_for(&origin, &room("\"/products\"")).await;
     let sold_out = raw(gw.addr(), &get("/products/1", &["Host: shop"])).await;
     let room_page = "data-state=\"sold_out\"";
-    assert!(sold_out.body.contains(room_page), "the room guards /products: {sold_out:?}");
+    assert!(
+        sold_out.body.contains(room_page),
+        "the room guards /products: {sold_out:?}"
+    );
     for trick in TRICKS {
         let got = raw(gw.addr(), &get(trick, &["Host: shop"])).await;
         assert_eq!(got.status, sold_out.status, "{trick}: {got:?}");
-        assert!(got.body.contains(room_page), "{trick} was not answered by the room: {got:?}");
+        assert!(
+            got.body.contains(room_page),
+            "{trick} was not answered by the room: {got:?}"
+        );
     }
-    assert_eq!(origin.count(), 0, "a trick reached the origin: {:?}", origin.seen());
+    assert_eq!(
+        origin.count(),
+        0,
+        "a trick reached the origin: {:?}",
+        origin.seen()
+    );
     // Unguarded pages are still served: the room is not simply refusing everything.
-    assert_eq!(raw(gw.addr(), &get("/static/app.css", &["Host: shop"])).await.body, "ok");
+    assert_eq!(
+        raw(gw.addr(), &get("/static/app.css", &["Host: shop"]))
+            .await
+            .body,
+        "ok"
+    );
     assert_eq!(origin.last().target(), "/static/app.css");
 }
 
@@ -616,13 +701,26 @@ async fn path_tricks_cannot_take_another_route_and_the_origin_gets_the_normal_pa
     );
     let gw = gateway_for(&other, &extra).await;
     for trick in TRICKS {
-        let got = raw(gw.addr(), &get(&format!("{trick}?q=%2F&x=..%2f"), &["Host: shop"])).await;
+        let got = raw(
+            gw.addr(),
+            &get(&format!("{trick}?q=%2F&x=..%2f"), &["Host: shop"]),
+        )
+        .await;
         assert_eq!(got.status, 200, "{trick}: {got:?}");
         // The query is the client's, untouched: only the path is normalised.
-        assert_eq!(products.last().target(), "/products/1?q=%2F&x=..%2f", "{trick}");
+        assert_eq!(
+            products.last().target(),
+            "/products/1?q=%2F&x=..%2f",
+            "{trick}"
+        );
     }
     assert_eq!(products.count(), TRICKS.len());
-    assert_eq!(other.count(), 0, "a trick took the catch-all route: {:?}", other.seen());
+    assert_eq!(
+        other.count(),
+        0,
+        "a trick took the catch-all route: {:?}",
+        other.seen()
+    );
 }
 
 #[tokio::test]
@@ -686,10 +784,16 @@ async fn log_line(log: &Arc<Mutex<Vec<u8>>>, id: &str) -> String {
     let find = || {
         let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
         text.lines()
-            .find(|l| l.contains(&format!("request_id=\"{id}\"")) || l.contains(&format!("request_id={id}")))
+            .find(|l| {
+                l.contains(&format!("request_id=\"{id}\""))
+                    || l.contains(&format!("request_id={id}"))
+            })
             .map(str::to_string)
     };
-    eventually("the access-log line", Duration::from_secs(5), || async { find().is_some() }).await;
+    eventually("the access-log line", Duration::from_secs(5), || async {
+        find().is_some()
+    })
+    .await;
     find().unwrap()
 }
 
@@ -708,7 +812,11 @@ async fn the_access_log_says_what_was_asked_by_whom_and_who_answered() {
     let gw = gateway(&text).await;
 
     // A cache miss: the body goes out as it is filled; every byte reached the client.
-    let got = raw(gw.addr(), &get("/static/../page", &["Host: shop", "X-Request-Id: log-miss"])).await;
+    let got = raw(
+        gw.addr(),
+        &get("/static/../page", &["Host: shop", "X-Request-Id: log-miss"]),
+    )
+    .await;
     assert_eq!((got.status, got.body.as_str()), (200, "hello"));
     let line = log_line(&log, "log-miss").await;
     for field in [
@@ -724,14 +832,30 @@ async fn the_access_log_says_what_was_asked_by_whom_and_who_answered() {
     ] {
         assert!(line.contains(field), "{field} missing in {line}");
     }
-    let us = line.split("duration_us=").nth(1).expect("duration_us").split(' ').next().unwrap();
-    assert!(us.parse::<u64>().is_ok(), "duration is whole microseconds: {us}");
+    let us = line
+        .split("duration_us=")
+        .nth(1)
+        .expect("duration_us")
+        .split(' ')
+        .next()
+        .unwrap();
+    assert!(
+        us.parse::<u64>().is_ok(),
+        "duration is whole microseconds: {us}"
+    );
 
     // A hit: written by the gateway from its cache.
-    let got = raw(gw.addr(), &get("/page", &["Host: shop", "X-Request-Id: log-hit"])).await;
+    let got = raw(
+        gw.addr(),
+        &get("/page", &["Host: shop", "X-Request-Id: log-hit"]),
+    )
+    .await;
     assert_eq!(got.body, "hello");
     let line = log_line(&log, "log-hit").await;
-    assert!(line.contains("upstream=\"-\"") && line.contains("complete=true"), "{line}");
+    assert!(
+        line.contains("upstream=\"-\"") && line.contains("complete=true"),
+        "{line}"
+    );
     assert_eq!(origin.count(), 1);
 
     // A 404 the gateway wrote: logged with its id, no route and no upstream.
@@ -739,7 +863,12 @@ async fn the_access_log_says_what_was_asked_by_whom_and_who_answered() {
     assert_eq!(got.status, 404);
     let id = got.header("x-request-id").unwrap();
     let line = log_line(&log, &id).await;
-    assert!(line.contains("status=404") && line.contains("upstream=\"-\"") && line.contains("route=\"-\""), "{line}");
+    assert!(
+        line.contains("status=404")
+            && line.contains("upstream=\"-\"")
+            && line.contains("route=\"-\""),
+        "{line}"
+    );
     assert_eq!(origin.count(), 1);
 }
 
@@ -775,7 +904,11 @@ async fn content_length_with_chunked_cannot_smuggle_a_request_past_the_gateway()
     let text = format!("{}\r\n\r\n{}", got.head, got.body);
     // RFC 9112 §6.3: such a message is answered, then the connection closed.
     assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
-    assert!(got.header("connection").is_some_and(|c| c.contains("close")), "{got:?}");
+    assert!(
+        got.header("connection")
+            .is_some_and(|c| c.contains("close")),
+        "{got:?}"
+    );
 
     let seen = origin.seen();
     assert_eq!(seen.len(), 1, "the origin saw {seen:?}");

@@ -551,6 +551,13 @@ async fn trace_gets_405_with_allow_and_is_never_forwarded() {
     assert!(allow.contains("GET") && !allow.contains("TRACE"), "{allow}");
     assert!(!got.body.contains("secret"), "TRACE echoed the cookie");
     assert!(got.header("x-request-id").is_some());
+    // Nor is the gateway anybody's forward proxy.
+    let got = raw(
+        gw.addr(),
+        "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(got.status, 405, "{got:?}");
     assert_eq!(origin.count(), 0);
 
     // Configurable: an operator who needs TRACE at the origin can have it.
@@ -721,6 +728,19 @@ async fn path_tricks_cannot_take_another_route_and_the_origin_gets_the_normal_pa
         "a trick took the catch-all route: {:?}",
         other.seen()
     );
+}
+
+#[tokio::test]
+async fn with_normalisation_turned_off_the_raw_path_is_routed_and_forwarded() {
+    let origin = Origin::start(OK).await;
+    let gw = gateway_for(
+        &origin,
+        &format!("{SERVER}normalize_path = false\nmerge_slashes = false\n"),
+    )
+    .await;
+    let got = raw(gw.addr(), &get("//static/../%70roducts/1", &["Host: shop"])).await;
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(origin.last().target(), "//static/../%70roducts/1");
 }
 
 #[tokio::test]

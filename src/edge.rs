@@ -390,33 +390,39 @@ pub fn merge_slashes_only(path: &str) -> Result<Cow<'_, str>, PathError> {
 }
 
 /// Whether `path` is already normal; errors for what cannot be normalised at all.
-/// One pass over the bytes, no allocation.
+/// One pass over the bytes, no allocation; it looks ahead only after a `/` that is
+/// followed by `/` or `.`.
 fn is_normal(path: &str, merge_slashes: bool) -> Result<bool, PathError> {
     let b = path.as_bytes();
     let mut normal = true;
     for (i, &c) in b.iter().enumerate() {
         match c {
-            b'\\' => return Err(PathError::Backslash),
-            0 => return Err(PathError::Nul),
+            b'/' => match b.get(i + 1) {
+                Some(b'/') if merge_slashes => normal = false,
+                Some(b'.') if is_dot_segment(&b[i + 1..])? => normal = false,
+                _ => {}
+            },
             // Escapes are checked (and may need decoding) in the slow path.
             b'%' => normal = false,
-            b'/' => {
-                let seg = &b[i + 1..];
-                let end = seg.iter().position(|&c| c == b'/').unwrap_or(seg.len());
-                let seg = &seg[..end];
-                match seg {
-                    b"." | b".." => normal = false,
-                    b"" if merge_slashes && i + 1 < b.len() => normal = false,
-                    _ if seg.starts_with(b".;") || seg.starts_with(b"..;") => {
-                        return Err(PathError::DotSegmentParameter)
-                    }
-                    _ => {}
-                }
-            }
+            b'\\' => return Err(PathError::Backslash),
+            0 => return Err(PathError::Nul),
             _ => {}
         }
     }
     Ok(normal)
+}
+
+/// Whether the segment at the start of `rest` (which starts with `.`) is `.` or `..`;
+/// `.;…` and `..;…` are refused.
+fn is_dot_segment(rest: &[u8]) -> Result<bool, PathError> {
+    let end = rest.iter().position(|&c| c == b'/').unwrap_or(rest.len());
+    match &rest[..end] {
+        b"." | b".." => Ok(true),
+        seg if seg.starts_with(b".;") || seg.starts_with(b"..;") => {
+            Err(PathError::DotSegmentParameter)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Decodes `%XX` of unreserved characters, upper-cases the hex of the others, and

@@ -1,6 +1,7 @@
 //! The front of every proxied request: find the route, prepare the headers, run the
 //! route's stack, turn errors into answers, count and log.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,8 +9,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use std::borrow::Cow;
-
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};

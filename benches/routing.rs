@@ -1,8 +1,10 @@
 //! Routing cost per request with a portal of 500 shops (exact hosts, wildcard tenants,
-//! several prefixes each): it should not grow with the number of sites.
+//! several prefixes each): it should not grow with the number of sites. And the path
+//! normalisation every request goes through before routing.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use floodgate::config::{HostPattern, RouteConfig};
+use floodgate::edge::normalize_path;
 use floodgate::router::{normalize_host, Router};
 
 fn portal(sites: usize) -> Vec<RouteConfig> {
@@ -56,5 +58,25 @@ fn routing(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, routing);
+/// Path normalisation before routing: the common, already-normal path must cost a scan
+/// and no allocation; a path with dot segments and escapes pays for one copy.
+fn path_normalisation(c: &mut Criterion) {
+    let mut g = c.benchmark_group("normalize_path");
+    for (name, path) in [
+        ("already_normal", "/products/123/reviews"),
+        (
+            "long_normal",
+            "/api/v2/catalogue/shops/491/products/123456/variants/7/stock",
+        ),
+        ("dot_segments", "/static/../products/./123//reviews"),
+        ("escapes", "/%70roducts/%31%32%33/a%3ab"),
+    ] {
+        g.bench_with_input(BenchmarkId::new(name, path.len()), &path, |b, p| {
+            b.iter(|| normalize_path(black_box(p), true).map(|c| c.len()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, routing, path_normalisation);
 criterion_main!(benches);

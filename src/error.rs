@@ -13,6 +13,12 @@ pub enum GatewayError {
     /// The request is malformed in a way hyper let through (bad Host, bad URI).
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The method is refused at the edge (`server.refused_methods`, TRACE by default).
+    #[error("method not allowed")]
+    MethodNotAllowed {
+        /// The methods the gateway does forward, for the `Allow` field.
+        allow: http::HeaderValue,
+    },
     /// The request body is larger than `server.max_request_body`.
     #[error("request body larger than the limit")]
     BodyTooLarge,
@@ -86,6 +92,7 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute => "no_route",
             GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::BodyTooLarge => "body_too_large",
             GatewayError::UpstreamConnect { .. } => "upstream_connect",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",

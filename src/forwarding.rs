@@ -24,14 +24,17 @@ static PROXY_AUTHENTICATE: HeaderName = HeaderName::from_static("proxy-authentic
 static PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
 static TRAILER: HeaderName = HeaderName::from_static("trailer");
 
-/// Removes hop-by-hop fields: the fixed list, and every field `Connection` names.
+/// Removes hop-by-hop fields: the fixed list, and every field any `Connection` line
+/// names (a message may carry several, RFC 9110 §5.3 and §7.6.1).
 ///
 /// `Transfer-Encoding` goes too: hyper re-frames the body for the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Names listed in Connection must be collected before Connection itself goes.
-    if let Some(conn) = headers.remove(CONNECTION) {
+    // Names listed in Connection must be collected, from every line, before Connection
+    // itself goes. No allocation when there is no Connection field (most of HTTP/1.1
+    // keep-alive traffic, all of HTTP/2).
+    if headers.contains_key(CONNECTION) {
         let mut named: Vec<HeaderName> = Vec::new();
-        for v in std::iter::once(&conn).chain(headers.get_all(CONNECTION).iter()) {
+        for v in headers.get_all(CONNECTION) {
             if let Ok(s) = v.to_str() {
                 named.extend(
                     s.split(',')
@@ -63,6 +66,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 ///
 /// Right to left because each proxy appends: only the entries added by proxies we
 /// trust are reliable, and everything left of the first untrusted one may be forged.
+///
+/// `peer` must already be canonical (see [`canonical_peer`]).
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if trusted.is_empty() || !is_trusted(&peer) {
@@ -77,6 +82,9 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
             let Some(ip) = parse_forwarded_ip(part.trim()) else {
                 return client;
             };
+            // An IPv4 client written by a dual-stack proxy as ::ffff:a.b.c.d is that
+            // IPv4 address, for trust, limiter keys and logs alike.
+            let ip = ip.to_canonical();
             client = ip;
             if !is_trusted(&ip) {
                 return ip;
@@ -84,6 +92,18 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     client
+}
+
+/// The peer as every rule sees it: an IPv4 client of a dual-stack `[::]` listener
+/// arrives as `::ffff:a.b.c.d` and is that IPv4 address for `trusted_proxies`, limiter
+/// keys, `allow`/`deny` and logs.
+pub fn canonical_peer(peer: std::net::SocketAddr) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(peer.ip().to_canonical(), peer.port())
+}
+
+/// Whether `ip` is one of `trusted`.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|n| n.contains(&ip))
 }
 
 fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
@@ -94,44 +114,80 @@ fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
     s.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
 }
 
-/// Sets the forwarding fields on a request going to the origin.
+/// `X-Real-IP`.
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// What the gateway knows about how a request reached it, for the forwarding fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop<'a> {
+    /// The TCP peer, canonical (never `::ffff:a.b.c.d`).
+    pub peer: IpAddr,
+    /// Whether the peer is one of `server.trusted_proxies`.
+    pub peer_trusted: bool,
+    /// The client address (see [`client_ip`]).
+    pub client_ip: IpAddr,
+    /// `http` or `https`, as [`request_scheme`] decided.
+    pub scheme: &'static str,
+    /// The request's authority, for `X-Forwarded-Host`.
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// The scheme the client used: the connection's, or `https` when a trusted proxy says
+/// so in `X-Forwarded-Proto` (one value, `https`). From anyone else the field is void.
+pub fn request_scheme(conn: &'static str, peer_trusted: bool, headers: &HeaderMap) -> &'static str {
+    if conn == "https" || !peer_trusted {
+        return conn;
+    }
+    let mut protos = headers.get_all(&X_FORWARDED_PROTO).iter();
+    match (protos.next(), protos.next()) {
+        (Some(v), None) if v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"https") => "https",
+        _ => conn,
+    }
+}
+
+/// Sets the forwarding fields on a request going to the origin. Run after the edge has
+/// removed the fields an untrusted peer may not set ([`crate::edge`]).
 ///
-/// `X-Forwarded-For` always gets the peer appended (what nginx's
-/// `$proxy_add_x_forwarded_for` does); `-Proto` and `-Host` from a trusted proxy are
-/// kept, from anyone else overwritten with what this gateway saw.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    peer: IpAddr,
-    peer_trusted: bool,
-    scheme: &'static str,
-    host: Option<&HeaderValue>,
-) {
-    let peer_s = peer.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => {
-            let all: Vec<&str> = headers
-                .get_all(&X_FORWARDED_FOR)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .collect();
-            format!("{}, {peer_s}", all.join(", "))
-        }
-        _ => peer_s,
+/// `X-Forwarded-For` gets the peer appended (what nginx's `$proxy_add_x_forwarded_for`
+/// does; from an untrusted peer the edge already removed the client's list, so it is
+/// the peer alone). `-Proto`, `-Host` and `X-Real-IP` from a trusted proxy are kept;
+/// from anyone else they are what this gateway saw.
+pub fn set_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
+    let peer_s = hop.peer.to_string();
+    let xff = if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut all: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
+        all.push(&peer_s);
+        all.join(", ")
+    } else {
+        peer_s
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    let keep =
+        |headers: &HeaderMap, name: &HeaderName| hop.peer_trusted && headers.contains_key(name);
+    if !keep(headers, &X_FORWARDED_PROTO) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(hop.scheme));
     }
-    if !peer_trusted || !headers.contains_key(&X_FORWARDED_HOST) {
-        match host.or_else(|| headers.get(HOST)).cloned() {
+    if !keep(headers, &X_FORWARDED_HOST) {
+        match hop.host.or_else(|| headers.get(HOST)).cloned() {
             Some(h) => {
                 headers.insert(&X_FORWARDED_HOST, h);
             }
             None => {
                 headers.remove(&X_FORWARDED_HOST);
             }
+        }
+    }
+    if !keep(headers, &X_REAL_IP) {
+        if let Ok(v) = HeaderValue::from_str(&hop.client_ip.to_string()) {
+            headers.insert(&X_REAL_IP, v);
         }
     }
 }
@@ -241,6 +297,44 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn fields_named_in_every_connection_line_are_removed() {
+        let mut h = hm(&[
+            ("connection", "x-a"),
+            ("connection", "x-b, close"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_can_say_the_request_was_https() {
+        let https = hm(&[("x-forwarded-proto", "HTTPS ")]);
+        assert_eq!(request_scheme("http", true, &https), "https");
+        assert_eq!(request_scheme("http", false, &https), "http");
+        let two = hm(&[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        assert_eq!(request_scheme("http", true, &two), "http");
+        assert_eq!(request_scheme("https", false, &HeaderMap::new()), "https");
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4_for_trust() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let peer = canonical_peer("[::ffff:10.0.0.1]:5000".parse().unwrap());
+        assert_eq!(peer.ip(), "10.0.0.1".parse::<IpAddr>().unwrap());
+        let h = hm(&[("x-forwarded-for", "1.2.3.4, ::ffff:10.0.0.7")]);
+        assert_eq!(
+            client_ip(peer.ip(), &h, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

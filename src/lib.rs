@@ -11,6 +11,7 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod edge;
 pub mod error;
 pub mod forwarding;
 pub mod gateway;

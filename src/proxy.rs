@@ -1,6 +1,7 @@
 //! The front of every proxied request: find the route, prepare the headers, run the
 //! route's stack, turn errors into answers, count and log.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,14 +10,17 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
-use http::{Request, Response};
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpInfo;
 use tower::Service;
 
 use crate::body::{self, Body, BodyGuard, Guarded};
 use crate::cache::HttpCache;
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
+use crate::edge;
 use crate::error::GatewayError;
 use crate::forwarding;
 use crate::metrics::{Metrics, RouteMetrics};
@@ -148,53 +152,103 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
 }
 
+/// What the front handler learns about a request before any route sees it.
+struct Front {
+    /// The TCP peer, canonical (see [`forwarding::canonical_peer`]).
+    peer: SocketAddr,
+    /// Whether the peer is a trusted proxy.
+    peer_trusted: bool,
+    /// The real client address.
+    client_ip: IpAddr,
+    /// Sent to the origin, back to the client on every answer, and logged.
+    request_id: HeaderValue,
+    /// `http` or `https`, as the client used it.
+    scheme: &'static str,
+}
+
+impl Front {
+    fn read<B>(
+        server: &ServerConfig,
+        peer: SocketAddr,
+        conn_scheme: &'static str,
+        req: &Request<B>,
+    ) -> Self {
+        let peer = forwarding::canonical_peer(peer);
+        let trusted = &server.trusted_proxies;
+        let peer_trusted = forwarding::is_trusted(peer.ip(), trusted);
+        Front {
+            peer,
+            peer_trusted,
+            client_ip: forwarding::client_ip(peer.ip(), req.headers(), trusted),
+            request_id: forwarding::request_id(req.headers()),
+            scheme: forwarding::request_scheme(conn_scheme, peer_trusted, req.headers()),
+        }
+    }
+}
+
 /// Handles one request from a client connection. Never fails: errors become answers.
 pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
     conn: Option<ConnGuard>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let compiled = shared.current.load_full();
+    // "https" when the TLS accept path marked the request (a marker a client cannot forge).
+    let conn_scheme = crate::tls::scheme(req.extensions());
+    let front = Front::read(&compiled.config.server, peer, conn_scheme, &req);
     let method = req.method().clone();
     let json = respond::wants_json(req.headers());
     let version = req.version();
 
-    let routed = route_of(&compiled, &req);
+    let routed = route_of(&compiled, &mut req);
+    // Kept for the log line: the URI (after normalisation) and the host are refcounted.
+    let log_target = compiled.config.log.access_log.then(|| {
+        let host = edge::request_authority(&req).ok().filter(|h| !h.is_empty());
+        (req.uri().clone(), host.map(Box::<str>::from))
+    });
     let (route, result) = match routed {
         Err(e) => (None, Err(e)),
         Ok(idx) => {
             let route = &compiled.routes[idx];
-            let res = forward(&compiled, route, peer, started, req).await;
+            let res = forward(&compiled, route, &front, started, req).await;
             (Some(route), res)
         }
     };
-    let (mut resp, upstream_ok) = match result {
+    let (mut resp, answered) = match result {
         Ok(r) => (r, true),
         Err(e) => {
-            tracing::debug!(error = %e, reason = e.reason(), "answered by the gateway");
+            tracing::debug!(error = %e, reason = e.reason(), request_id = ?front.request_id, "answered by the gateway");
             (respond::error_response(&e, json), false)
         }
     };
+    // Only a response that came over an origin connection carries the connector's
+    // HttpInfo; waiting-room pages, cache hits and error answers were written here.
+    let from_origin = resp.extensions().get::<HttpInfo>().is_some();
 
     let headers = resp.headers_mut();
-    if upstream_ok {
+    if answered {
         forwarding::strip_hop_by_hop(headers);
     }
     forwarding::append_via(headers, version, &compiled.via);
+    headers.insert(&forwarding::X_REQUEST_ID, front.request_id.clone());
 
     let status = resp.status().as_u16();
     let metrics = route.map(|r| &r.metrics).unwrap_or(&compiled.unrouted);
     metrics.observe(status, started.elapsed().as_secs_f64());
 
-    let log = compiled.config.log.access_log.then(|| AccessLog {
+    let log = log_target.map(|(uri, host)| AccessLog {
         started,
-        method,
+        method: method.clone(),
+        uri,
+        host,
+        client: front.client_ip,
         status,
         route: route.map(|r| r.name.clone()),
-        upstream: route.filter(|_| upstream_ok).map(|r| r.upstream.clone()),
-        request_id: resp.headers().get(&forwarding::X_REQUEST_ID).cloned(),
+        upstream: route.filter(|_| from_origin).map(|r| r.upstream.clone()),
+        request_id: front.request_id.clone(),
+        expected: announced_length(&method, &resp),
     });
     if conn.is_some() || log.is_some() {
         // One wrapper for both, so the body is boxed once more, not twice.
@@ -202,6 +256,21 @@ pub async fn handle(
         resp = resp.map(|b| body::boxed(Guarded::new(b, guard)));
     }
     Ok(resp)
+}
+
+/// The body length a response announces in `Content-Length`, when it has a body.
+///
+/// hyper stops polling a body once that many bytes are out, without asking whether it
+/// ended; a body that cannot tell its size (a cache fill's channel) would otherwise be
+/// logged as incomplete although the client got every byte.
+fn announced_length(method: &http::Method, resp: &Response<Body>) -> Option<u64> {
+    let s = resp.status();
+    if method == http::Method::HEAD || s.is_informational() || s == 204 || s == 304 {
+        return None;
+    }
+    resp.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
 }
 
 /// What a response holds until its body is done: the connection's in-flight count and
@@ -220,28 +289,53 @@ impl BodyGuard for ResponseGuard {
     }
 }
 
-fn route_of(compiled: &Compiled, req: &Request<Incoming>) -> Result<usize, GatewayError> {
-    let raw_host = match req.uri().authority() {
-        Some(a) => a.as_str(),
-        None => match req.headers().get(HOST) {
-            Some(h) => h
-                .to_str()
-                .map_err(|_| GatewayError::BadRequest("Host header is not text"))?,
-            None if req.version() == http::Version::HTTP_10 => "",
-            None => return Err(GatewayError::BadRequest("missing Host header")),
-        },
-    };
-    let host = normalize_host(raw_host);
+/// The edge checks, in order, then the route: refused method (405), path (400, else
+/// the request's path becomes the normal one), host (400), route (404).
+fn route_of<B>(compiled: &Compiled, req: &mut Request<B>) -> Result<usize, GatewayError> {
+    let edge_cfg = &compiled.config.server.edge;
+    edge::check_method(edge_cfg, req.method())?;
+    normalize_target(edge_cfg, req)?;
+    let host = normalize_host(edge::request_authority(req)?);
     compiled
         .router
         .route(&host, req.uri().path())
         .ok_or(GatewayError::NoRoute)
 }
 
+/// Rewrites the request target to its normal path (query kept as sent), so every layer
+/// and the origin see one path. Allocates only when the path was not normal.
+fn normalize_target<B>(cfg: &edge::EdgeConfig, req: &mut Request<B>) -> Result<(), GatewayError> {
+    if !cfg.normalize_path && !cfg.merge_slashes {
+        return Ok(());
+    }
+    let path = req.uri().path();
+    let normal = if cfg.normalize_path {
+        edge::normalize_path(path, cfg.merge_slashes)
+    } else {
+        edge::merge_slashes_only(path)
+    }
+    .map_err(|e| GatewayError::BadRequest(e.message()))?;
+    let Cow::Owned(normal) = normal else {
+        return Ok(());
+    };
+    let pq = match req.uri().query() {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::from_maybe_shared(pq)
+            .map_err(|_| GatewayError::BadRequest("invalid request target"))?,
+    );
+    *req.uri_mut() =
+        Uri::from_parts(parts).map_err(|_| GatewayError::BadRequest("invalid request target"))?;
+    Ok(())
+}
+
 async fn forward(
     compiled: &Compiled,
     route: &Route,
-    peer: SocketAddr,
+    front: &Front,
     started: Instant,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
@@ -257,33 +351,13 @@ async fn forward(
         }
     }
     let (mut parts, incoming) = req.into_parts();
-    let scheme = crate::tls::scheme(&parts.extensions);
-    let request_id = forwarding::request_id(&parts.headers);
-    let peer_trusted = server
-        .trusted_proxies
-        .iter()
-        .any(|n| n.contains(&peer.ip()));
-    let client_ip = forwarding::client_ip(peer.ip(), &parts.headers, &server.trusted_proxies);
-    let authority_host = parts
-        .uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-
-    let h = &mut parts.headers;
-    forwarding::strip_hop_by_hop(h);
-    forwarding::set_forwarded(h, peer.ip(), peer_trusted, scheme, authority_host.as_ref());
-    forwarding::append_via(h, parts.version, &compiled.via);
-    h.insert(&forwarding::X_REQUEST_ID, request_id.clone());
-    if let Some(host) = authority_host {
-        // HTTP/2 carries the host in :authority; an HTTP/1.1 origin needs Host.
-        h.insert(HOST, host);
-    }
+    prepare_headers(compiled, front, &mut parts);
     parts.extensions.insert(RequestContext {
-        client_ip,
-        peer,
-        request_id: request_id.clone(),
+        client_ip: front.client_ip,
+        peer: front.peer,
+        request_id: front.request_id.clone(),
         started,
-        scheme,
+        scheme: front.scheme,
     });
 
     let body = if incoming_is_empty(&incoming) {
@@ -296,10 +370,39 @@ async fn forward(
     // Route services are always ready, so poll_ready is a formality kept for tower's contract.
     let mut svc = route.service.clone();
     std::future::poll_fn(|cx| svc.poll_ready(cx)).await?;
-    let mut resp = svc.call(req).await?;
-    resp.headers_mut()
-        .insert(&forwarding::X_REQUEST_ID, request_id);
-    Ok(resp)
+    svc.call(req).await
+}
+
+/// The request head as the origin gets it: hop-by-hop fields gone, the fields the peer
+/// may not set gone, forwarding fields, `Via`, `X-Request-Id` and `Host` written.
+fn prepare_headers(compiled: &Compiled, front: &Front, parts: &mut http::request::Parts) {
+    let server = &compiled.config.server;
+    let authority_host = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let h = &mut parts.headers;
+    forwarding::strip_hop_by_hop(h);
+    server.edge.strip_headers.remove_from(h);
+    if !front.peer_trusted {
+        server.edge.untrusted_headers.remove_from(h);
+    }
+    forwarding::set_forwarded(
+        h,
+        &forwarding::Hop {
+            peer: front.peer.ip(),
+            peer_trusted: front.peer_trusted,
+            client_ip: front.client_ip,
+            scheme: front.scheme,
+            host: authority_host.as_ref(),
+        },
+    );
+    forwarding::append_via(h, parts.version, &compiled.via);
+    h.insert(&forwarding::X_REQUEST_ID, front.request_id.clone());
+    if let Some(host) = authority_host {
+        // HTTP/2 carries the host in :authority; an HTTP/1.1 origin needs Host.
+        h.insert(HOST, host);
+    }
 }
 
 fn incoming_is_empty(b: &Incoming) -> bool {
@@ -310,10 +413,17 @@ fn incoming_is_empty(b: &Incoming) -> bool {
 struct AccessLog {
     started: Instant,
     method: http::Method,
+    /// The target after normalisation: what routing and the origin saw.
+    uri: Uri,
+    host: Option<Box<str>>,
+    client: IpAddr,
     status: u16,
     route: Option<Arc<str>>,
+    /// `None` when the gateway wrote the answer itself (logged `-`).
     upstream: Option<Arc<str>>,
-    request_id: Option<HeaderValue>,
+    request_id: HeaderValue,
+    /// `Content-Length` of the answer: all of it sent is complete.
+    expected: Option<u64>,
 }
 
 impl BodyGuard for AccessLog {
@@ -321,13 +431,17 @@ impl BodyGuard for AccessLog {
         tracing::info!(
             target: "floodgate::access",
             method = %self.method,
+            host = self.host.as_deref().unwrap_or("-"),
+            path = self.uri.path(),
+            client = %self.client,
             status = self.status,
             route = self.route.as_deref().unwrap_or("-"),
             upstream = self.upstream.as_deref().unwrap_or("-"),
             bytes,
-            complete,
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            request_id = self.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            complete = complete || self.expected == Some(bytes),
+            // Whole microseconds: no float noise, and finer than any log reader needs.
+            duration_us = self.started.elapsed().as_micros() as u64,
+            request_id = self.request_id.to_str().unwrap_or("-"),
             "request"
         );
     }

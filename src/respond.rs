@@ -4,7 +4,9 @@
 //! the client asked for (JSON for API clients, plain text otherwise), is never cached,
 //! and carries `Retry-After` when trying again later can help.
 
-use http::header::{HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{
+    HeaderName, HeaderValue, ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER,
+};
 use http::{HeaderMap, Response, StatusCode};
 
 use crate::body::{self, Body};
@@ -15,6 +17,7 @@ pub fn status(err: &GatewayError) -> StatusCode {
     match err {
         GatewayError::NoRoute => StatusCode::NOT_FOUND,
         GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamProtocol { .. } => {
             StatusCode::BAD_GATEWAY
@@ -108,6 +111,10 @@ pub fn error_response(err: &GatewayError, json: bool) -> Response<Body> {
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(s) = retry_after {
         h.insert(RETRY_AFTER, HeaderValue::from(s));
+    }
+    if let GatewayError::MethodNotAllowed { allow } = err {
+        // RFC 9110 §15.5.6: a 405 must say what is allowed.
+        h.insert(ALLOW, allow.clone());
     }
     if let GatewayError::RateLimited(rl) = err {
         // IETF httpapi RateLimit fields (draft-ietf-httpapi-ratelimit-headers): the policy

@@ -143,7 +143,7 @@ fn echoed(a: &Answer, name: &str) -> Option<String> {
 }
 
 #[tokio::test]
-async fn x_forwarded_for_is_appended_from_an_untrusted_peer() {
+async fn x_forwarded_for_from_an_untrusted_peer_is_replaced_by_the_peer() {
     let shop = fast_shop().await;
     let gw = gateway_for(&shop).await;
     let req = Request::get(format!("http://{}/__shop/echo", gw.addr()))
@@ -152,10 +152,10 @@ async fn x_forwarded_for_is_appended_from_an_untrusted_peer() {
         .body(Full::default())
         .unwrap();
     let a = send(req).await;
-    assert_eq!(
-        echoed(&a, "x-forwarded-for").as_deref(),
-        Some("6.6.6.6, 127.0.0.1")
-    );
+    // An origin that reads the left-most entry as the client must not read the
+    // client's own claim: from an untrusted peer the list starts at the peer.
+    assert_eq!(echoed(&a, "x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(echoed(&a, "x-real-ip").as_deref(), Some("127.0.0.1"));
     // An untrusted peer cannot claim the original request was HTTPS.
     assert_eq!(echoed(&a, "x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(echoed(&a, "x-forwarded-host"), Some(gw.addr().to_string()));

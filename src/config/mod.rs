@@ -113,6 +113,8 @@ pub struct ServerConfig {
     pub http2_max_concurrent_streams: u32,
     /// The pseudonym this gateway uses in `Via`.
     pub via_name: String,
+    /// Request-edge validation and normalisation (see [`crate::edge`]).
+    pub edge: crate::edge::EdgeConfig,
 }
 
 /// Log output format.
@@ -712,6 +714,16 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
             1,
         ) as u32,
         via_name: s.via_name.clone().unwrap_or_else(|| "floodgate".into()),
+        edge: crate::edge::compile(
+            &crate::edge::RawEdge {
+                normalize_path: s.normalize_path,
+                merge_slashes: s.merge_slashes,
+                refused_methods: s.refused_methods.as_deref(),
+                untrusted_headers: s.untrusted_headers.as_deref(),
+                strip_headers: s.strip_headers.as_deref(),
+            },
+            &mut p.0,
+        ),
     }
 }
 

@@ -66,6 +66,12 @@ pub struct RawServer {
     pub max_request_body: Option<String>,
     pub http2_max_concurrent_streams: Option<i64>,
     pub via_name: Option<String>,
+    /// Edge keys: see [`crate::edge`].
+    pub normalize_path: Option<bool>,
+    pub merge_slashes: Option<bool>,
+    pub refused_methods: Option<Vec<String>>,
+    pub untrusted_headers: Option<Vec<String>>,
+    pub strip_headers: Option<Vec<String>>,
 }
 
 /// `[log]`: format and verbosity.

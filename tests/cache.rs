@@ -15,12 +15,12 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -789,7 +789,11 @@ async fn a_personalised_page_without_cache_headers_requested_with_a_cookie_is_ne
     assert_eq!(bob_again.age(), None);
     let guest2 = s.get("/account", &[]).await;
     assert_eq!(guest2.body, "hello guest");
-    assert!(guest2.cache_status().contains("hit"), "{}", guest2.cache_status());
+    assert!(
+        guest2.cache_status().contains("hit"),
+        "{}",
+        guest2.cache_status()
+    );
     assert_eq!(s.origin.count(), 4);
     assert_eq!(s.origin.request(0).header("cookie"), Some("session=alice"));
     assert_eq!(s.origin.request(1).header("cookie"), Some("session=bob"));
@@ -842,15 +846,15 @@ async fn ignored_cookies_do_not_make_a_request_personal() {
         "",
     )
     .await;
-    let a = s
-        .get("/page", &[("cookie", "_ga=GA1.1; _gid_x=abc")])
-        .await;
+    let a = s.get("/page", &[("cookie", "_ga=GA1.1; _gid_x=abc")]).await;
     assert!(a.cache_status().contains("stored"), "{}", a.cache_status());
     let b = s.get("/page", &[("cookie", "_ga=GA1.2")]).await;
     assert_eq!(b.body, "n=1");
     assert!(b.cache_status().contains("hit"), "{}", b.cache_status());
     // One cookie that is not ignored makes it personal again.
-    let c = s.get("/page", &[("cookie", "_ga=GA1.3; session=bob")]).await;
+    let c = s
+        .get("/page", &[("cookie", "_ga=GA1.3; session=bob")])
+        .await;
     assert_eq!(c.body, "n=2");
     assert_eq!(c.age(), None);
     assert_eq!(s.origin.count(), 2);
@@ -963,7 +967,11 @@ async fn a_501_from_the_origin_is_not_an_error_a_stale_copy_may_hide() {
 #[tokio::test]
 async fn error_statuses_are_never_cached_heuristically() {
     let o = Origin::start(|n, req| {
-        let status = if req.uri.starts_with("/missing") { 404 } else { 500 };
+        let status = if req.uri.starts_with("/missing") {
+            404
+        } else {
+            500
+        };
         let mut h = vec![];
         if req.uri.contains("public") {
             h.push(("cache-control", "public"));
@@ -976,7 +984,10 @@ async fn error_statuses_are_never_cached_heuristically() {
         let a = s.get(path, &[]).await;
         let b = s.get(path, &[]).await;
         assert!(a.status.is_client_error() || a.status.is_server_error());
-        assert_ne!(a.body, b.body, "{path}: the second came from the origin too");
+        assert_ne!(
+            a.body, b.body,
+            "{path}: the second came from the origin too"
+        );
         assert!(!a.cache_status().contains("stored"), "{}", a.cache_status());
         assert_eq!(b.age(), None);
     }
@@ -1256,7 +1267,10 @@ async fn http_and_https_copies_of_a_page_never_mix() {
         }
     };
     let (cs, body) = call("https").await;
-    assert_eq!((cs.as_str(), body.as_str()), ("floodgate; fwd=uri-miss; stored", "n=1"));
+    assert_eq!(
+        (cs.as_str(), body.as_str()),
+        ("floodgate; fwd=uri-miss; stored", "n=1")
+    );
     let (cs, body) = call("http").await;
     assert_eq!(
         (cs.as_str(), body.as_str()),

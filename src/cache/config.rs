@@ -200,9 +200,9 @@ fn ignore_cookies(key: &str, raw: Option<&[String]>, errors: &mut Vec<KeyError>)
         };
         // RFC 6265 §4.1.1: a cookie name is an RFC 2616 token.
         let token = !stem.is_empty()
-            && stem.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b)
-            });
+            && stem
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b));
         if !token {
             errors.push(KeyError {
                 key: format!("{key}.ignore_cookies[{i}]"),

@@ -148,7 +148,10 @@ pub fn directives(resp: &HeaderMap, targets: &[&HeaderName]) -> (CacheControl, b
         // Several fields of one name are one list (RFC 9110 §5.3).
         let joined = values.join(",");
         if !joined.trim().is_empty() && sf_dictionary::valid(&joined) {
-            return (CacheControl::parse_values(std::iter::once(joined.as_str())), true);
+            return (
+                CacheControl::parse_values(std::iter::once(joined.as_str())),
+                true,
+            );
         }
     }
     (CacheControl::parse(resp), false)
@@ -457,7 +460,10 @@ mod sf_dictionary {
 
         fn key(&mut self) -> Option<()> {
             let start = self.i;
-            if !self.peek().is_some_and(|c| c.is_ascii_lowercase() || c == b'*') {
+            if !self
+                .peek()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == b'*')
+            {
                 return None;
             }
             while self.peek().is_some_and(|c| {
@@ -712,7 +718,12 @@ mod tests {
         );
         for status in [StatusCode::NOT_FOUND, StatusCode::METHOD_NOT_ALLOWED] {
             assert_eq!(
-                storable(Personal::No, status, &h(&[("cache-control", "public")]), &rule()),
+                storable(
+                    Personal::No,
+                    status,
+                    &h(&[("cache-control", "public")]),
+                    &rule()
+                ),
                 Err(NotStorable::Status),
                 "{status}"
             );
@@ -750,7 +761,10 @@ mod tests {
     #[test]
     fn ignored_and_own_cookies_do_not_make_a_request_personal() {
         let ignore = IgnoredCookies::default();
-        assert_eq!(personal(&h(&[("cookie", "fg_pass=x")]), &ignore), Personal::No);
+        assert_eq!(
+            personal(&h(&[("cookie", "fg_pass=x")]), &ignore),
+            Personal::No
+        );
         assert_eq!(
             personal(&h(&[("cookie", "fg_pass=x; sid=1")]), &ignore),
             Personal::Cookie
@@ -778,14 +792,14 @@ mod tests {
             ("cdn-cache-control", ""),
         ]);
         let (cc, targeted) = directives(&resp, &targets);
-        assert!(!targeted && cc.max_age == Some(5), "invalid and empty are skipped");
+        assert!(
+            !targeted && cc.max_age == Some(5),
+            "invalid and empty are skipped"
+        );
         let l = storable(
             Personal::No,
             StatusCode::OK,
-            &h(&[
-                ("expires", "0"),
-                ("cdn-cache-control", "max-age=60"),
-            ]),
+            &h(&[("expires", "0"), ("cdn-cache-control", "max-age=60")]),
             &rule(),
         )
         .unwrap();
@@ -804,7 +818,14 @@ mod tests {
         ] {
             assert!(sf_dictionary::valid(ok), "{ok}");
         }
-        for bad in ["max-age=60,,", "Max-Age=60", "max-age=", "a=1,", "a=\"x", "1a"] {
+        for bad in [
+            "max-age=60,,",
+            "Max-Age=60",
+            "max-age=",
+            "a=1,",
+            "a=\"x",
+            "1a",
+        ] {
             assert!(!sf_dictionary::valid(bad), "{bad}");
         }
     }

@@ -102,7 +102,11 @@ impl Entry {
             .chain(vary)
             .map(|n| n + FIELD_OVERHEAD)
             .fold(0, usize::saturating_add);
-        let surrogate: usize = self.surrogate_keys.iter().map(|k| k.len() + FIELD_OVERHEAD).sum();
+        let surrogate: usize = self
+            .surrogate_keys
+            .iter()
+            .map(|k| k.len() + FIELD_OVERHEAD)
+            .sum();
         self.body
             .len()
             .saturating_add(fields)
@@ -129,11 +133,10 @@ pub struct Variants(pub Vec<Arc<Entry>>);
 impl Variants {
     /// moka's weight for a key and its variants, clamped to its `u32` (moka#408 advice).
     fn weight(key: &str, v: &Variants) -> u32 {
-        let total = v
-            .0
-            .iter()
-            .map(|e| e.weight())
-            .fold(key.len(), usize::saturating_add);
+        let total =
+            v.0.iter()
+                .map(|e| e.weight())
+                .fold(key.len(), usize::saturating_add);
         total.min(u32::MAX as usize) as u32
     }
 }

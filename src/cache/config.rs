@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use http::HeaderName;
 use serde::Deserialize;
 
 use crate::config::units;
@@ -13,13 +14,28 @@ pub const DEFAULT_CAPACITY: u64 = 256 * 1024 * 1024;
 /// Pages and JSON fit in 1 MiB; larger objects (images, downloads) are better served by
 /// a CDN and would crowd pages out of the cache.
 pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 1024 * 1024;
-/// Micro-caching: two seconds turns a crowd into one origin request per page per two
-/// seconds, short enough that a price change shows almost at once.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(2);
-/// Varnish's default grace is 10 s: a stale page is served while one refresh runs.
-pub const DEFAULT_STALE_WHILE_REVALIDATE: Duration = Duration::from_secs(10);
-/// With the origin down, a page up to a minute old beats an error page on event day.
-pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::from_secs(60);
+/// No heuristic freshness unless the operator sets one, as nginx: a page that says
+/// nothing about caching is often personal (a cart count, a name), and guessing a
+/// lifetime for it would serve one shopper's page to the next (RFC 9111 §4.2.2 allows,
+/// never requires, a heuristic).
+pub const DEFAULT_TTL: Option<Duration> = None;
+/// No grace unless the origin (`stale-while-revalidate`) or the operator grants one: a
+/// stale page served without permission can show a price or stock that is no longer
+/// true (RFC 9111 §4.2.4: a cache MUST NOT serve stale unless allowed).
+pub const DEFAULT_STALE_WHILE_REVALIDATE: Duration = Duration::ZERO;
+/// No grace unless the origin (`stale-if-error`) or the operator grants one, for the
+/// same reason (RFC 5861 §4 puts the permission with the origin).
+pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::ZERO;
+/// The targeted field (RFC 9213 §2) aimed at floodgate alone, ahead of
+/// `CDN-Cache-Control`: lets an origin behind floodgate and a CDN tell each its own
+/// policy. Named after the product, as Fastly's and Akamai's are.
+pub const DEFAULT_TARGETED_FIELD: &str = "floodgate-cache-control";
+/// Cookies floodgate sets itself (the waiting room's ticket and pass): they say nothing
+/// about the shopper to the origin, so they never make a request personal.
+pub const OWN_COOKIES: [&str; 2] = [
+    crate::waiting_room::token::TICKET_COOKIE,
+    crate::waiting_room::token::PASS_COOKIE,
+];
 /// Long enough that the crowd behind an uncacheable URL does not queue behind each
 /// other's fetches, short enough that a URL that becomes cacheable is soon cached.
 pub const DEFAULT_HIT_FOR_MISS_TTL: Duration = Duration::from_secs(10);
@@ -34,6 +50,7 @@ pub const DEFAULT_COALESCE_WAIT: Duration = Duration::from_secs(5);
 pub struct RawCacheSettings {
     pub capacity: Option<String>,
     pub max_object_size: Option<String>,
+    pub targeted_field: Option<String>,
 }
 
 /// A route's `cache = { … }` as written.
@@ -49,6 +66,7 @@ pub struct RawRouteCache {
     pub max_object_size: Option<String>,
     pub hit_for_miss_ttl: Option<String>,
     pub coalesce_wait: Option<String>,
+    pub ignore_cookies: Option<Vec<String>>,
 }
 
 /// `[cache]`, compiled: the one store the whole process shares.
@@ -58,6 +76,8 @@ pub struct CacheSettings {
     pub capacity: u64,
     /// Default largest body stored; larger ones stream through uncached.
     pub max_object_size: u64,
+    /// The targeted field honoured ahead of `CDN-Cache-Control` and `Cache-Control`.
+    pub targeted_field: HeaderName,
 }
 
 impl Default for CacheSettings {
@@ -65,15 +85,42 @@ impl Default for CacheSettings {
         CacheSettings {
             capacity: DEFAULT_CAPACITY,
             max_object_size: DEFAULT_MAX_OBJECT_SIZE,
+            targeted_field: HeaderName::from_static(DEFAULT_TARGETED_FIELD),
         }
+    }
+}
+
+/// Cookie names that do not make a request personal: floodgate's own, and the route's
+/// `ignore_cookies` (exact names, or prefixes written `name*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredCookies {
+    exact: Vec<Box<str>>,
+    prefixes: Vec<Box<str>>,
+}
+
+impl Default for IgnoredCookies {
+    fn default() -> Self {
+        IgnoredCookies {
+            exact: OWN_COOKIES.iter().map(|&c| c.into()).collect(),
+            prefixes: Vec::new(),
+        }
+    }
+}
+
+impl IgnoredCookies {
+    /// Whether a cookie of this name is left out of the "personal request" decision.
+    pub fn ignores(&self, name: &str) -> bool {
+        self.exact.iter().any(|e| **e == *name)
+            || self.prefixes.iter().any(|p| name.starts_with(&**p))
     }
 }
 
 /// A route's cache rule, compiled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheRule {
-    /// Freshness for responses that carry none (the RFC 9111 §4.2.2 heuristic).
-    pub default_ttl: Duration,
+    /// Freshness for responses that carry none (the RFC 9111 §4.2.2 heuristic); none
+    /// unless set.
+    pub default_ttl: Option<Duration>,
     /// Freshness imposed whatever the origin says (except `private`, `no-store`,
     /// `Set-Cookie`): micro-caching for sites that send `no-cache` on everything.
     pub force_ttl: Option<Duration>,
@@ -89,6 +136,10 @@ pub struct CacheRule {
     pub hit_for_miss_ttl: Duration,
     /// How long a request waits for another request's fill.
     pub coalesce_wait: Duration,
+    /// Cookies that do not make a request personal.
+    pub ignore_cookies: IgnoredCookies,
+    /// The targeted field honoured ahead of `CDN-Cache-Control` (from `[cache]`).
+    pub targeted_field: HeaderName,
 }
 
 /// Compiles `[cache]`.
@@ -113,7 +164,59 @@ pub fn compile_settings(
             d.max_object_size,
             units::size,
         ),
+        targeted_field: match raw.targeted_field.as_deref().map(targeted_field) {
+            None => d.targeted_field,
+            Some(Ok(n)) => n,
+            Some(Err(message)) => {
+                errors.push(KeyError {
+                    key: "cache.targeted_field".into(),
+                    message,
+                });
+                d.targeted_field
+            }
+        },
     }
+}
+
+fn targeted_field(s: &str) -> Result<HeaderName, String> {
+    let name = HeaderName::from_bytes(s.trim().to_ascii_lowercase().as_bytes())
+        .map_err(|_| format!("{s:?} is not a header field name"))?;
+    if name == http::header::CACHE_CONTROL || name.as_str() == "cdn-cache-control" {
+        return Err(format!(
+            "{s:?} is already honoured; name a field targeted at floodgate"
+        ));
+    }
+    Ok(name)
+}
+
+/// Compiles `ignore_cookies`: cookie names (RFC 6265 tokens), each optionally ending in
+/// `*` for a prefix.
+fn ignore_cookies(key: &str, raw: Option<&[String]>, errors: &mut Vec<KeyError>) -> IgnoredCookies {
+    let mut out = IgnoredCookies::default();
+    for (i, name) in raw.unwrap_or_default().iter().enumerate() {
+        let (stem, prefix) = match name.strip_suffix('*') {
+            Some(stem) => (stem, true),
+            None => (name.as_str(), false),
+        };
+        // RFC 6265 §4.1.1: a cookie name is an RFC 2616 token.
+        let token = !stem.is_empty()
+            && stem
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'+-.^_`|~".contains(&b));
+        if !token {
+            errors.push(KeyError {
+                key: format!("{key}.ignore_cookies[{i}]"),
+                message: format!(
+                    "{name:?} is not a cookie name (a token, optionally ending in `*` for a prefix)"
+                ),
+            });
+        } else if prefix {
+            out.prefixes.push(stem.into());
+        } else {
+            out.exact.push(stem.into());
+        }
+    }
+    out
 }
 
 /// Compiles a route's `cache = {…}`; `None` when caching is off for the route.
@@ -130,7 +233,7 @@ pub fn compile_rule(
             k("default_ttl"),
             raw.default_ttl.as_deref(),
             DEFAULT_TTL,
-            units::duration,
+            |s| units::duration(s).map(Some),
         ),
         force_ttl: raw.force_ttl.as_deref().map(|s| {
             parse(
@@ -177,6 +280,8 @@ pub fn compile_rule(
             DEFAULT_COALESCE_WAIT,
             units::duration,
         ),
+        ignore_cookies: ignore_cookies(key, raw.ignore_cookies.as_deref(), errors),
+        targeted_field: settings.targeted_field.clone(),
     };
     if rule.max_object_size > settings.capacity {
         errors.push(KeyError {

@@ -9,8 +9,13 @@
 //!                 ▼
 //!           fill task (detached): GET to the origin with stored validators,
 //!           stream to the leader while accumulating ≤ max_object_size, then store
-//!           and wake the waiters; origin error → stale-if-error
+//!           and wake the waiters; origin error → stale-if-error (when allowed)
 //! ```
+//!
+//! Defaults never share what is personal: no heuristic freshness unless the route
+//! sets `default_ttl`, a request with a cookie or `Authorization` shares its response
+//! only when the response says it may, and stale copies need the origin's or the
+//! operator's permission. See `docs/cache.md`.
 //!
 //! Parts: [`config`] (keys), [`policy`] (storability, freshness, age, conditionals),
 //! [`key`] (primary and `Vary` keys), [`store`] (moka, purge), [`coalesce`] (fills in
@@ -40,9 +45,13 @@ use crate::metrics::Metrics;
 use coalesce::Fills;
 use store::Store;
 
-/// URLs remembered as uncacheable, at most: each costs its key, and forgetting one
-/// early only means one more coalesced wait.
-pub const MAX_HIT_FOR_MISS: u64 = 100_000;
+/// The share of `capacity` the hit-for-miss markers may take (1/16: 16 MiB of 256 MiB,
+/// some hundred thousand typical URLs). Each marker holds its URL, which a client
+/// chooses, so markers are weighed in bytes within the one capacity like pages;
+/// forgetting one early only means one more coalesced wait.
+pub const HIT_FOR_MISS_SHARE: u64 = 16;
+/// Bytes a marker holds beyond its URL (the `Arc<str>` header, the TTL, moka's node).
+const MARKER_OVERHEAD: usize = 128;
 /// How often pending moka evictions are applied and the size gauges refreshed:
 /// eviction is lazy and the weighted size can overshoot between runs (moka#408).
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -70,7 +79,8 @@ pub struct HttpCache {
     pub store: Store,
     /// Fills in flight.
     pub fills: Arc<Fills>,
-    /// URLs recently found uncacheable, with how long to remember each.
+    /// URLs recently found uncacheable, with how long to remember each; byte-weighed
+    /// within `capacity / HIT_FOR_MISS_SHARE`.
     pub hit_for_miss: Cache<Arc<str>, Duration>,
     size_bytes: prometheus::IntGauge,
     entries: prometheus::IntGauge,
@@ -81,12 +91,17 @@ impl HttpCache {
     /// A cache with `settings`, reporting into the process's metric families. Starts a
     /// sweeper on the current tokio runtime when there is one.
     pub fn new(settings: &CacheSettings, metrics: &Metrics) -> Arc<Self> {
+        // Pages and markers share the one capacity, so the total never passes it.
+        let markers = settings.capacity / HIT_FOR_MISS_SHARE;
         let cache = Arc::new(HttpCache {
             settings: settings.clone(),
-            store: Store::new(settings.capacity, metrics.cache_evictions.clone()),
+            store: Store::new(settings.capacity - markers, metrics.cache_evictions.clone()),
             fills: Fills::new(metrics.cache_fills_in_flight.clone()),
             hit_for_miss: Cache::builder()
-                .max_capacity(MAX_HIT_FOR_MISS)
+                .max_capacity(markers)
+                .weigher(|k: &Arc<str>, _: &Duration| {
+                    (k.len().saturating_add(MARKER_OVERHEAD)).min(u32::MAX as usize) as u32
+                })
                 .expire_after(TtlFromValue)
                 .build(),
             size_bytes: metrics.cache_size_bytes.clone(),
@@ -109,11 +124,9 @@ impl HttpCache {
 
     /// Applies pending evictions and refreshes the gauges.
     pub fn sweep(&self) {
-        let (bytes, n) = self.store.sync();
         self.hit_for_miss.run_pending_tasks();
-        self.size_bytes.set(bytes as i64);
-        self.entries.set(n as i64);
         self.hfm_entries.set(self.hit_for_miss.entry_count() as i64);
+        self.update_gauges();
     }
 
     /// Applies pending store maintenance and refreshes the gauges. Called after
@@ -121,7 +134,9 @@ impl HttpCache {
     /// the hit path.
     pub fn update_gauges(&self) {
         let (bytes, n) = self.store.sync();
-        self.size_bytes.set(bytes as i64);
+        // Everything the capacity covers: pages and hit-for-miss markers.
+        let total = bytes.saturating_add(self.hit_for_miss.weighted_size());
+        self.size_bytes.set(total.min(i64::MAX as u64) as i64);
         self.entries.set(n as i64);
     }
 

@@ -2,18 +2,54 @@
 //! how old it is, and when a client's conditional request is answered with 304.
 //!
 //! Hand-written rather than `http-cache-semantics` because the route-level knobs
-//! (`default_ttl` as the heuristic, `force_ttl`, grace defaults, `strip_set_cookie`)
-//! sit in the middle of these decisions; each rule cites its section.
+//! (`default_ttl` as the heuristic, `force_ttl`, graces, `strip_set_cookie`,
+//! `ignore_cookies`, the targeted field) sit in the middle of these decisions; each
+//! rule cites its section.
 
 use std::time::{Duration, SystemTime};
 
 use http::header::{
-    AUTHORIZATION, CACHE_CONTROL, DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    LAST_MODIFIED, SET_COOKIE, VARY,
+    HeaderName, AUTHORIZATION, CACHE_CONTROL, COOKIE, DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, LAST_MODIFIED, SET_COOKIE, VARY,
 };
 use http::{HeaderMap, StatusCode};
 
-use super::config::CacheRule;
+use super::config::{CacheRule, IgnoredCookies};
+
+/// The targeted field for CDN caches (RFC 9213 §3); a gateway cache that operates on
+/// behalf of the origin is one.
+pub static CDN_CACHE_CONTROL: HeaderName = HeaderName::from_static("cdn-cache-control");
+
+/// Whether a request speaks for one user, so its response is shared only when the
+/// response says it may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Personal {
+    /// No credentials: anyone's request.
+    No,
+    /// It carries a cookie the route does not ignore (a session, a cart).
+    Cookie,
+    /// It carries `Authorization` (RFC 9111 §3.5).
+    Authorization,
+}
+
+/// How personal a request is: `Authorization`, or a cookie not in `ignore`.
+pub fn personal(req: &HeaderMap, ignore: &IgnoredCookies) -> Personal {
+    if req.contains_key(AUTHORIZATION) {
+        return Personal::Authorization;
+    }
+    let has_cookie = req
+        .get_all(COOKIE)
+        .iter()
+        // An unreadable Cookie field is treated as personal: the safe side.
+        .flat_map(|v| v.to_str().unwrap_or("?").split(';'))
+        .map(|c| c.split_once('=').map_or(c, |(n, _)| n).trim())
+        .any(|name| !name.is_empty() && !ignore.ignores(name));
+    if has_cookie {
+        Personal::Cookie
+    } else {
+        Personal::No
+    }
+}
 
 /// The `Cache-Control` directives a shared cache acts on (RFC 9111 §5.2).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -43,9 +79,18 @@ pub struct CacheControl {
 impl CacheControl {
     /// Parses every `Cache-Control` field of `headers` as one list.
     pub fn parse(headers: &HeaderMap) -> Self {
+        Self::parse_values(
+            headers
+                .get_all(CACHE_CONTROL)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        )
+    }
+
+    /// Parses directive lists (the values of one field name).
+    fn parse_values<'a>(values: impl Iterator<Item = &'a str>) -> Self {
         let mut cc = CacheControl::default();
-        for v in headers.get_all(CACHE_CONTROL) {
-            let Ok(s) = v.to_str() else { continue };
+        for s in values {
             for d in s.split(',') {
                 let (name, arg) = match d.split_once('=') {
                     Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
@@ -75,6 +120,41 @@ impl CacheControl {
         }
         cc
     }
+
+    /// Whether the response says any shared cache may use it for anyone: `public`,
+    /// `s-maxage`, or `max-age` on a response that sets no cookie.
+    fn explicitly_shareable(&self, resp: &HeaderMap) -> bool {
+        self.public
+            || self.s_maxage.is_some()
+            || (self.max_age.is_some() && !resp.contains_key(SET_COOKIE))
+    }
+}
+
+/// The directives that govern this cache for a response, and whether they came from a
+/// targeted field.
+///
+/// RFC 9213 §2.1: the first of `targets` with a valid, non-empty value wins, and then
+/// `Cache-Control` and `Expires` are ignored; else `Cache-Control` applies.
+pub fn directives(resp: &HeaderMap, targets: &[&HeaderName]) -> (CacheControl, bool) {
+    for name in targets {
+        let values: Vec<&str> = resp
+            .get_all(*name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if values.is_empty() {
+            continue;
+        }
+        // Several fields of one name are one list (RFC 9110 §5.3).
+        let joined = values.join(",");
+        if !joined.trim().is_empty() && sf_dictionary::valid(&joined) {
+            return (
+                CacheControl::parse_values(std::iter::once(joined.as_str())),
+                true,
+            );
+        }
+    }
+    (CacheControl::parse(resp), false)
 }
 
 /// Why a response is not stored; also the `detail` of its `Cache-Status`.
@@ -90,6 +170,8 @@ pub enum NotStorable {
     SetCookie,
     /// The request carried `Authorization` and the response does not allow sharing.
     Authorization,
+    /// The request carried a cookie and the response is not explicitly shareable.
+    Cookie,
     /// `Vary: *`.
     VaryStar,
     /// No freshness and no validators: storing it would never help.
@@ -107,6 +189,7 @@ impl NotStorable {
             NotStorable::Private => "private",
             NotStorable::SetCookie => "set-cookie",
             NotStorable::Authorization => "authorization",
+            NotStorable::Cookie => "cookie",
             NotStorable::VaryStar => "vary-star",
             NotStorable::NoFreshness => "no-freshness",
             NotStorable::TooLarge => "too-large",
@@ -114,9 +197,13 @@ impl NotStorable {
     }
 
     /// Whether the URL is likely to stay uncacheable, so "hit-for-miss" is worth
-    /// remembering. An error status or a too-fresh-to-tell answer may change soon.
+    /// remembering. An error status may change soon; a refusal because of the request's
+    /// credentials says nothing about the next, anonymous, request.
     pub fn remember(self) -> bool {
-        !matches!(self, NotStorable::Status)
+        !matches!(
+            self,
+            NotStorable::Status | NotStorable::Cookie | NotStorable::Authorization
+        )
     }
 }
 
@@ -129,6 +216,9 @@ pub struct Lifetime {
     pub stale_while_revalidate: Duration,
     /// How long past freshness it may be served when the origin fails.
     pub stale_if_error: Duration,
+    /// Whether the response said it may be shared (`public`, `s-maxage`, `max-age`
+    /// without `Set-Cookie`), so it may answer a request that carries cookies.
+    pub shareable: bool,
 }
 
 impl Lifetime {
@@ -138,27 +228,25 @@ impl Lifetime {
     }
 }
 
-/// Statuses that are "heuristically cacheable" (RFC 9110 §15.1): only these get the
-/// route's `default_ttl` (or `force_ttl`) when the origin says nothing.
+/// Statuses that get the route's `default_ttl` (or `force_ttl`) when the origin gives
+/// no freshness: RFC 9110 §15.1's heuristically cacheable statuses, less the errors
+/// (404, 405, 410, 414, 501). A guessed lifetime for an error turns one bad answer (a
+/// 405 provoked by a header, a 404 during a deploy) into everyone's answer.
 fn heuristically_cacheable(s: StatusCode) -> bool {
-    matches!(
-        s.as_u16(),
-        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
-    )
+    matches!(s.as_u16(), 200 | 203 | 204 | 300 | 301 | 308)
 }
 
 /// Decides whether a response to a GET may be stored by a shared cache, and for how
-/// long (RFC 9111 §3 and §4.2.1).
+/// long (RFC 9111 §3 and §4.2.1; RFC 9213 for the targeted fields).
 ///
-/// `req` is the request that was sent to the origin; `response_time` and `date` feed
-/// the `Expires` computation.
+/// `personal` is how personal the request that was sent to the origin was.
 pub fn storable(
-    req: &HeaderMap,
+    personal: Personal,
     status: StatusCode,
     resp: &HeaderMap,
     rule: &CacheRule,
 ) -> Result<Lifetime, NotStorable> {
-    let cc = CacheControl::parse(resp);
+    let (cc, targeted) = directives(resp, &[&rule.targeted_field, &CDN_CACHE_CONTROL]);
     // §3: the status must be final and understood; no range support, so no 206.
     if status.is_informational()
         || status == StatusCode::PARTIAL_CONTENT
@@ -185,30 +273,62 @@ pub fn storable(
     if resp.contains_key(SET_COOKIE) && !rule.strip_set_cookie {
         return Err(NotStorable::SetCookie);
     }
-    // §3.5: a response to a request with Authorization is shared only if the response
-    // says so with public, s-maxage or must-revalidate.
-    if req.contains_key(AUTHORIZATION)
-        && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
-    {
-        return Err(NotStorable::Authorization);
+    let shareable = cc.explicitly_shareable(resp);
+    match personal {
+        // §3.5: shared only if the response says so with public, s-maxage or
+        // must-revalidate.
+        Personal::Authorization if !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) => {
+            return Err(NotStorable::Authorization)
+        }
+        // The same reasoning for cookies (RFC 9111 leaves them out): a page made for
+        // one session is shared only when the origin says it is anyone's.
+        Personal::Cookie if !shareable => return Err(NotStorable::Cookie),
+        _ => {}
     }
+    let fresh = freshness(status, resp, &cc, targeted, rule)?;
+    // §4.2.4: must-revalidate, proxy-revalidate and s-maxage (§5.2.2.10, which implies
+    // proxy-revalidate) forbid serving stale; so does no-cache. force_ttl overrides.
+    let no_stale = rule.force_ttl.is_none()
+        && (cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() || cc.no_cache);
+    let grace = |origin: Option<u64>, route: Duration| {
+        if no_stale {
+            Duration::ZERO
+        } else {
+            origin.map(Duration::from_secs).unwrap_or(route)
+        }
+    };
+    Ok(Lifetime {
+        fresh,
+        stale_while_revalidate: grace(cc.stale_while_revalidate, rule.stale_while_revalidate),
+        stale_if_error: grace(cc.stale_if_error, rule.stale_if_error),
+        shareable,
+    })
+}
+
+/// The freshness lifetime (§4.2.1), or why there is none worth storing.
+fn freshness(
+    status: StatusCode,
+    resp: &HeaderMap,
+    cc: &CacheControl,
+    targeted: bool,
+    rule: &CacheRule,
+) -> Result<Duration, NotStorable> {
     let has_validator = resp.contains_key(ETAG) || resp.contains_key(LAST_MODIFIED);
-    let heuristic_ok = heuristically_cacheable(status);
+    let error = status.is_client_error() || status.is_server_error();
+    let heuristic_ok = !error && (heuristically_cacheable(status) || cc.public);
     let fresh = if let Some(force) = rule.force_ttl.filter(|_| heuristic_ok) {
         force
     } else if cc.no_cache {
         // §5.2.2.4: storable, but every use needs validation: fresh for zero seconds.
-        if !has_validator {
-            return Err(NotStorable::NoFreshness);
-        }
         Duration::ZERO
     } else if let Some(s) = cc.s_maxage {
         // §4.2.1: s-maxage wins over max-age in a shared cache.
         Duration::from_secs(s)
     } else if let Some(m) = cc.max_age {
         Duration::from_secs(m)
-    } else if let Some(expires) = resp.get(EXPIRES) {
-        // §5.3: an invalid Expires (such as "0") means already expired.
+    } else if let Some(expires) = resp.get(EXPIRES).filter(|_| !targeted) {
+        // §5.3: an invalid Expires (such as "0") means already expired. RFC 9213 §2.1:
+        // a targeted field overrides Expires too.
         let exp = expires
             .to_str()
             .ok()
@@ -216,31 +336,18 @@ pub fn storable(
         let date = http_date(resp, DATE).unwrap_or_else(SystemTime::now);
         exp.and_then(|e| e.duration_since(date).ok())
             .unwrap_or(Duration::ZERO)
-    } else if heuristic_ok || cc.public {
-        // §4.2.2: heuristic freshness, with the route's default_ttl as the heuristic.
-        rule.default_ttl
-    } else {
+    } else if let Some(ttl) = rule.default_ttl.filter(|_| heuristic_ok) {
+        // §4.2.2: heuristic freshness, only where the operator chose one.
+        ttl
+    } else if error {
         return Err(NotStorable::Status);
+    } else {
+        return Err(NotStorable::NoFreshness);
     };
     if fresh.is_zero() && !has_validator {
         return Err(NotStorable::NoFreshness);
     }
-    // §4.2.4: must-revalidate, proxy-revalidate and s-maxage (§5.2.2.10, which implies
-    // proxy-revalidate) forbid serving stale; so does no-cache. force_ttl overrides.
-    let no_stale = rule.force_ttl.is_none()
-        && (cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some() || cc.no_cache);
-    let grace = |origin: Option<u64>, default: Duration| {
-        if no_stale {
-            Duration::ZERO
-        } else {
-            origin.map(Duration::from_secs).unwrap_or(default)
-        }
-    };
-    Ok(Lifetime {
-        fresh,
-        stale_while_revalidate: grace(cc.stale_while_revalidate, rule.stale_while_revalidate),
-        stale_if_error: grace(cc.stale_if_error, rule.stale_if_error),
-    })
+    Ok(fresh)
 }
 
 /// A date header, parsed.
@@ -293,6 +400,183 @@ pub fn not_modified(req: &HeaderMap, stored: &HeaderMap) -> bool {
     }
 }
 
+/// Validity of a Structured Fields dictionary (RFC 8941 §4.2.2), which is what a
+/// targeted field must be (RFC 9213 §2): an invalid one is ignored as a whole.
+///
+/// Hand-written: only the yes/no is needed (the directives are then read as
+/// `Cache-Control` ones), and it is a few dozen lines of the RFC's grammar.
+mod sf_dictionary {
+    /// Whether `s` parses as a dictionary.
+    pub fn valid(s: &str) -> bool {
+        let mut p = Parser {
+            b: s.trim_matches(' ').as_bytes(),
+            i: 0,
+        };
+        p.dictionary().is_some() && p.i == p.b.len()
+    }
+
+    struct Parser<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl Parser<'_> {
+        fn peek(&self) -> Option<u8> {
+            self.b.get(self.i).copied()
+        }
+
+        fn eat(&mut self, c: u8) -> bool {
+            let hit = self.peek() == Some(c);
+            self.i += usize::from(hit);
+            hit
+        }
+
+        fn skip(&mut self, ws: &[u8]) {
+            while self.peek().is_some_and(|c| ws.contains(&c)) {
+                self.i += 1;
+            }
+        }
+
+        fn dictionary(&mut self) -> Option<()> {
+            loop {
+                self.key()?;
+                if self.eat(b'=') {
+                    self.member_value()?;
+                } else {
+                    self.parameters()?;
+                }
+                self.skip(b" \t");
+                if self.peek().is_none() {
+                    return Some(());
+                }
+                if !self.eat(b',') {
+                    return None;
+                }
+                self.skip(b" \t");
+                // A trailing comma is an error (§4.2.2 step 6).
+                self.peek()?;
+            }
+        }
+
+        fn key(&mut self) -> Option<()> {
+            let start = self.i;
+            if !self
+                .peek()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == b'*')
+            {
+                return None;
+            }
+            while self.peek().is_some_and(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-.*".contains(&c)
+            }) {
+                self.i += 1;
+            }
+            (self.i > start).then_some(())
+        }
+
+        fn member_value(&mut self) -> Option<()> {
+            if self.eat(b'(') {
+                loop {
+                    self.skip(b" ");
+                    if self.eat(b')') {
+                        break;
+                    }
+                    self.bare_item()?;
+                    self.parameters()?;
+                    if !matches!(self.peek(), Some(b' ' | b')')) {
+                        return None;
+                    }
+                }
+            } else {
+                self.bare_item()?;
+            }
+            self.parameters()
+        }
+
+        fn parameters(&mut self) -> Option<()> {
+            while self.eat(b';') {
+                self.skip(b" ");
+                self.key()?;
+                if self.eat(b'=') {
+                    self.bare_item()?;
+                }
+            }
+            Some(())
+        }
+
+        fn bare_item(&mut self) -> Option<()> {
+            match self.peek()? {
+                b'-' | b'0'..=b'9' => self.number(),
+                b'"' => self.string(),
+                b':' => self.bytes(),
+                b'?' => {
+                    self.i += 1;
+                    (self.eat(b'0') || self.eat(b'1')).then_some(())
+                }
+                c if c.is_ascii_alphabetic() || c == b'*' => {
+                    self.i += 1;
+                    while self.peek().is_some_and(|c| {
+                        c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(&c)
+                    }) {
+                        self.i += 1;
+                    }
+                    Some(())
+                }
+                _ => None,
+            }
+        }
+
+        fn number(&mut self) -> Option<()> {
+            self.eat(b'-');
+            let digits = |p: &mut Self| {
+                let start = p.i;
+                while p.peek().is_some_and(|c| c.is_ascii_digit()) {
+                    p.i += 1;
+                }
+                p.i - start
+            };
+            let int = digits(self);
+            if self.eat(b'.') {
+                let frac = digits(self);
+                ((1..=12).contains(&int) && (1..=3).contains(&frac)).then_some(())
+            } else {
+                (1..=15).contains(&int).then_some(())
+            }
+        }
+
+        fn string(&mut self) -> Option<()> {
+            self.i += 1;
+            loop {
+                match self.peek()? {
+                    b'"' => {
+                        self.i += 1;
+                        return Some(());
+                    }
+                    b'\\' => {
+                        self.i += 1;
+                        if !(self.eat(b'"') || self.eat(b'\\')) {
+                            return None;
+                        }
+                    }
+                    0x20..=0x7e => self.i += 1,
+                    _ => return None,
+                }
+            }
+        }
+
+        fn bytes(&mut self) -> Option<()> {
+            self.i += 1;
+            while self
+                .peek()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || b"+/=".contains(&c))
+            {
+                self.i += 1;
+            }
+            self.eat(b':').then_some(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,7 +584,7 @@ mod tests {
 
     fn rule() -> CacheRule {
         CacheRule {
-            default_ttl: Duration::from_secs(2),
+            default_ttl: Some(Duration::from_secs(2)),
             force_ttl: None,
             stale_while_revalidate: Duration::from_secs(10),
             stale_if_error: Duration::from_secs(60),
@@ -308,6 +592,8 @@ mod tests {
             max_object_size: 1 << 20,
             hit_for_miss_ttl: Duration::from_secs(10),
             coalesce_wait: Duration::from_secs(5),
+            ignore_cookies: IgnoredCookies::default(),
+            targeted_field: HeaderName::from_static("floodgate-cache-control"),
         }
     }
 
@@ -322,7 +608,7 @@ mod tests {
     #[test]
     fn s_maxage_wins_over_max_age_and_forbids_stale() {
         let l = storable(
-            &h(&[]),
+            Personal::No,
             StatusCode::OK,
             &h(&[("cache-control", "max-age=5, s-maxage=30")]),
             &rule(),
@@ -337,7 +623,7 @@ mod tests {
         let r = rule();
         assert_eq!(
             storable(
-                &h(&[]),
+                Personal::No,
                 StatusCode::OK,
                 &h(&[("cache-control", "private, max-age=60")]),
                 &r
@@ -346,7 +632,7 @@ mod tests {
         );
         assert_eq!(
             storable(
-                &h(&[]),
+                Personal::No,
                 StatusCode::OK,
                 &h(&[("cache-control", "no-store")]),
                 &r
@@ -355,7 +641,7 @@ mod tests {
         );
         assert_eq!(
             storable(
-                &h(&[]),
+                Personal::No,
                 StatusCode::OK,
                 &h(&[("cache-control", "max-age=60"), ("set-cookie", "a=b")]),
                 &r
@@ -363,18 +649,18 @@ mod tests {
             Err(NotStorable::SetCookie)
         );
         assert_eq!(
-            storable(&h(&[]), StatusCode::OK, &h(&[("vary", "*")]), &r),
+            storable(Personal::No, StatusCode::OK, &h(&[("vary", "*")]), &r),
             Err(NotStorable::VaryStar)
         );
     }
 
     #[test]
     fn an_authorized_request_is_shared_only_when_the_response_allows() {
-        let auth = h(&[("authorization", "Bearer x")]);
+        let auth = Personal::Authorization;
         let r = rule();
         assert_eq!(
             storable(
-                &auth,
+                auth,
                 StatusCode::OK,
                 &h(&[("cache-control", "max-age=60")]),
                 &r
@@ -382,7 +668,7 @@ mod tests {
             Err(NotStorable::Authorization)
         );
         assert!(storable(
-            &auth,
+            auth,
             StatusCode::OK,
             &h(&[("cache-control", "public, max-age=60")]),
             &r
@@ -394,13 +680,13 @@ mod tests {
     fn heuristic_freshness_is_the_route_default_and_only_for_heuristic_statuses() {
         let r = rule();
         assert_eq!(
-            storable(&h(&[]), StatusCode::OK, &h(&[]), &r)
+            storable(Personal::No, StatusCode::OK, &h(&[]), &r)
                 .unwrap()
                 .fresh,
             Duration::from_secs(2)
         );
         assert_eq!(
-            storable(&h(&[]), StatusCode::INTERNAL_SERVER_ERROR, &h(&[]), &r),
+            storable(Personal::No, StatusCode::INTERNAL_SERVER_ERROR, &h(&[]), &r),
             Err(NotStorable::Status)
         );
         let forced = CacheRule {
@@ -409,7 +695,7 @@ mod tests {
         };
         assert_eq!(
             storable(
-                &h(&[]),
+                Personal::No,
                 StatusCode::OK,
                 &h(&[("cache-control", "no-cache")]),
                 &forced
@@ -421,10 +707,134 @@ mod tests {
     }
 
     #[test]
+    fn without_default_ttl_nothing_is_fresh_by_guesswork_and_errors_never_are() {
+        let none = CacheRule {
+            default_ttl: None,
+            ..rule()
+        };
+        assert_eq!(
+            storable(Personal::No, StatusCode::OK, &h(&[]), &none),
+            Err(NotStorable::NoFreshness)
+        );
+        for status in [StatusCode::NOT_FOUND, StatusCode::METHOD_NOT_ALLOWED] {
+            assert_eq!(
+                storable(
+                    Personal::No,
+                    status,
+                    &h(&[("cache-control", "public")]),
+                    &rule()
+                ),
+                Err(NotStorable::Status),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cookie_request_is_stored_only_for_an_explicitly_shareable_response() {
+        let r = CacheRule {
+            strip_set_cookie: true,
+            ..rule()
+        };
+        let c = Personal::Cookie;
+        assert_eq!(
+            storable(c, StatusCode::OK, &h(&[]), &r),
+            Err(NotStorable::Cookie)
+        );
+        for ok in ["public", "s-maxage=5", "max-age=5"] {
+            assert!(
+                storable(c, StatusCode::OK, &h(&[("cache-control", ok)]), &r).is_ok(),
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            storable(
+                c,
+                StatusCode::OK,
+                &h(&[("cache-control", "max-age=5"), ("set-cookie", "a=b")]),
+                &r
+            ),
+            Err(NotStorable::Cookie)
+        );
+    }
+
+    #[test]
+    fn ignored_and_own_cookies_do_not_make_a_request_personal() {
+        let ignore = IgnoredCookies::default();
+        assert_eq!(
+            personal(&h(&[("cookie", "fg_pass=x")]), &ignore),
+            Personal::No
+        );
+        assert_eq!(
+            personal(&h(&[("cookie", "fg_pass=x; sid=1")]), &ignore),
+            Personal::Cookie
+        );
+        assert_eq!(personal(&h(&[("cookie", " ; ")]), &ignore), Personal::No);
+        assert_eq!(
+            personal(&h(&[("authorization", "Basic x")]), &ignore),
+            Personal::Authorization
+        );
+    }
+
+    #[test]
+    fn the_first_valid_targeted_field_wins_over_cache_control_and_expires() {
+        let own = HeaderName::from_static("floodgate-cache-control");
+        let targets = [&own, &CDN_CACHE_CONTROL];
+        let resp = h(&[
+            ("cache-control", "no-store"),
+            ("cdn-cache-control", "max-age=600"),
+        ]);
+        let (cc, targeted) = directives(&resp, &targets);
+        assert!(targeted && !cc.no_store && cc.max_age == Some(600));
+        let resp = h(&[
+            ("cache-control", "max-age=5"),
+            ("floodgate-cache-control", "max-age=60,,"),
+            ("cdn-cache-control", ""),
+        ]);
+        let (cc, targeted) = directives(&resp, &targets);
+        assert!(
+            !targeted && cc.max_age == Some(5),
+            "invalid and empty are skipped"
+        );
+        let l = storable(
+            Personal::No,
+            StatusCode::OK,
+            &h(&[("expires", "0"), ("cdn-cache-control", "max-age=60")]),
+            &rule(),
+        )
+        .unwrap();
+        assert_eq!(l.fresh, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn structured_field_dictionaries_are_told_from_junk() {
+        for ok in [
+            "max-age=60",
+            "max-age=60, stale-while-revalidate=30",
+            "no-store",
+            "private, no-cache=\"set-cookie\"",
+            "a=(1 2);x=?1, b=:aGk=:, c=1.5, d=tok/en",
+            "none",
+        ] {
+            assert!(sf_dictionary::valid(ok), "{ok}");
+        }
+        for bad in [
+            "max-age=60,,",
+            "Max-Age=60",
+            "max-age=",
+            "a=1,",
+            "a=\"x",
+            "1a",
+        ] {
+            assert!(!sf_dictionary::valid(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn expires_counts_from_date_and_invalid_expires_is_stale() {
         let r = rule();
         let l = storable(
-            &h(&[]),
+            Personal::No,
             StatusCode::OK,
             &h(&[
                 ("date", "Mon, 23 Nov 2026 08:00:00 GMT"),
@@ -436,7 +846,7 @@ mod tests {
         .unwrap();
         assert_eq!(l.fresh, Duration::from_secs(30));
         let l = storable(
-            &h(&[]),
+            Personal::No,
             StatusCode::OK,
             &h(&[("expires", "0"), ("etag", "\"a\"")]),
             &r,

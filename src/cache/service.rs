@@ -7,8 +7,8 @@ use std::time::{Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use http::header::{
-    HeaderName, HeaderValue, AGE, AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION,
-    DATE, ETAG, EXPIRES, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
+    HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, DATE, ETAG,
+    EXPIRES, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE,
     LAST_MODIFIED, RANGE, SET_COOKIE, VARY,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -20,6 +20,7 @@ use tower::{Layer, Service};
 use super::body::{ChannelBody, Chunk};
 use super::coalesce::{FillGuard, FillResult, Role};
 use super::outcome::{CacheOutcome, RESULTS};
+use super::policy::Personal;
 use super::store::{Entry, Freshness};
 use super::{key, policy, CacheRule, HttpCache};
 use crate::body::{self, Body};
@@ -27,6 +28,7 @@ use crate::error::GatewayError;
 use crate::forwarding;
 use crate::metrics::Metrics;
 use crate::proxy::RequestContext;
+use crate::waiting_room::service::SESSION_HEADER;
 
 /// `Cache-Status` (RFC 9211).
 pub static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -142,7 +144,8 @@ async fn handle(
         let resp = call(&mut inner, req).await?;
         return Ok(mark(&sh, resp, CacheOutcome::Request, None, false, None));
     }
-    if req.headers().contains_key(AUTHORIZATION) {
+    let personal = policy::personal(req.headers(), &sh.rule.ignore_cookies);
+    if personal == Personal::Authorization {
         // §3.5: never answered from the cache (the origin decides what this user may
         // see), but stored if the response allows sharing. Not coalesced: other
         // users' requests must not wait for, or be served, this user's response.
@@ -155,7 +158,7 @@ async fn handle(
     let now = Instant::now();
     let found = sh.cache.store.lookup(&key, req.headers());
     let mut stale = None;
-    if let Some(e) = found.entry {
+    if let Some(e) = found.entry.filter(|e| answers(e, personal)) {
         match e.freshness(now) {
             Freshness::Fresh => {
                 return Ok(serve(
@@ -196,7 +199,9 @@ async fn handle(
                     .store
                     .lookup(&key, req.headers())
                     .entry
-                    .filter(|e| e.freshness(Instant::now()) == Freshness::Fresh)
+                    .filter(|e| {
+                        answers(e, personal) && e.freshness(Instant::now()) == Freshness::Fresh
+                    })
                 {
                     guard.finish(FillResult::Stored);
                     return Ok(serve(
@@ -221,7 +226,8 @@ async fn handle(
             .await;
             match waited {
                 Ok(Some(FillResult::Stored)) => {
-                    match sh.cache.store.lookup(&key, req.headers()).entry {
+                    let stored = sh.cache.store.lookup(&key, req.headers()).entry;
+                    match stored.filter(|e| answers(e, personal)) {
                         Some(e) => Ok(serve(
                             &sh,
                             &e,
@@ -230,33 +236,24 @@ async fn handle(
                             CacheOutcome::Coalesced,
                             None,
                         )),
-                        // Stored for another Vary variant: fetch our own.
+                        // Stored for another Vary variant, or not for a request with
+                        // cookies: fetch our own.
                         None => forward(inner, &sh, req, stale, CacheOutcome::VaryMiss).await,
                     }
                 }
                 Ok(Some(FillResult::Failed(err))) => {
-                    match stale.filter(|s| s.usable_if_error(Instant::now())) {
-                        Some(s) => Ok(serve(
-                            &sh,
-                            &s,
-                            &method,
-                            req.headers(),
-                            CacheOutcome::StaleIfError,
-                            None,
-                        )),
-                        None => Err(err),
-                    }
+                    serve_stale_if_error(&sh, stale.as_ref(), &method, req.headers(), None)
+                        .ok_or(err)
                 }
                 Ok(Some(FillResult::OriginError(status))) => {
-                    match stale.filter(|s| s.usable_if_error(Instant::now())) {
-                        Some(s) => Ok(serve(
-                            &sh,
-                            &s,
-                            &method,
-                            req.headers(),
-                            CacheOutcome::StaleIfError,
-                            Some(status),
-                        )),
+                    match serve_stale_if_error(
+                        &sh,
+                        stale.as_ref(),
+                        &method,
+                        req.headers(),
+                        Some(status),
+                    ) {
+                        Some(r) => Ok(r),
                         None => forward(inner, &sh, req, None, miss).await,
                     }
                 }
@@ -271,8 +268,40 @@ async fn handle(
     }
 }
 
+/// Whether a stored entry may answer this request: any entry for an anonymous request;
+/// for one with cookies, only an entry the origin said is anyone's (a copy stored
+/// for an anonymous request would show a signed-in shopper someone else's page).
+fn answers(e: &Entry, personal: Personal) -> bool {
+    personal == Personal::No || e.lifetime.shareable
+}
+
+/// Stale-if-error (RFC 5861 §4), decided here and only here: the stored copy that may
+/// answer for a failed origin, if it is still within the grace its origin or its
+/// route allowed.
+fn stale_if_error(stale: Option<&Arc<Entry>>) -> Option<Arc<Entry>> {
+    stale.filter(|s| s.usable_if_error(Instant::now())).cloned()
+}
+
+/// Whether the origin's status is a failure a stale copy may stand in for (RFC 5861 §4:
+/// 500, 502, 503, 504). A 501 or 505 is the origin's answer about the request.
+fn origin_failed(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 500 | 502 | 503 | 504)
+}
+
+/// The stale copy served for a failed origin (`fwd` its status, if it answered), when
+/// [`stale_if_error`] allows one.
+fn serve_stale_if_error(
+    sh: &Shared,
+    stale: Option<&Arc<Entry>>,
+    method: &Method,
+    req: &HeaderMap,
+    fwd: Option<u16>,
+) -> Option<Response<Body>> {
+    stale_if_error(stale).map(|s| serve(sh, &s, method, req, CacheOutcome::StaleIfError, fwd))
+}
+
 /// Sends a request to the origin without storing; falls back to a stale copy when the
-/// origin fails (stale-if-error).
+/// origin fails and stale-if-error allows it.
 async fn forward(
     mut inner: Inner,
     sh: &Shared,
@@ -283,27 +312,15 @@ async fn forward(
     let method = req.method().clone();
     let headers = stale.as_ref().map(|_| req.headers().clone());
     let res = call(&mut inner, req).await;
-    let usable = |s: &Option<Arc<Entry>>| {
-        s.as_ref()
-            .filter(|s| s.usable_if_error(Instant::now()))
-            .cloned()
+    let fallback = |fwd: Option<u16>| {
+        headers
+            .as_ref()
+            .and_then(|h| serve_stale_if_error(sh, stale.as_ref(), &method, h, fwd))
     };
     match res {
-        Err(e) => match (usable(&stale), headers) {
-            (Some(s), Some(h)) => Ok(serve(sh, &s, &method, &h, CacheOutcome::StaleIfError, None)),
-            _ => Err(e),
-        },
-        Ok(r) if r.status().is_server_error() => match (usable(&stale), headers) {
-            (Some(s), Some(h)) => Ok(serve(
-                sh,
-                &s,
-                &method,
-                &h,
-                CacheOutcome::StaleIfError,
-                Some(r.status().as_u16()),
-            )),
-            _ => Ok(mark(sh, r, outcome, None, false, None)),
-        },
+        Err(e) => fallback(None).ok_or(e),
+        Ok(r) if origin_failed(r.status()) => Ok(fallback(Some(r.status().as_u16()))
+            .unwrap_or_else(|| mark(sh, r, outcome, None, false, None))),
         Ok(r) => Ok(mark(sh, r, outcome, None, false, None)),
     }
 }
@@ -401,12 +418,13 @@ async fn run_fill(
     tx: oneshot::Sender<Reply>,
 ) {
     let req_headers = freq.headers().clone();
+    let personal = policy::personal(&req_headers, &sh.rule.ignore_cookies);
     let request_time = SystemTime::now();
     let resp = match call(&mut inner, freq).await {
         Ok(r) => r,
         Err(e) => {
             finish(guard, FillResult::Failed(e.clone()));
-            let reply = match stale.filter(|s| s.usable_if_error(Instant::now())) {
+            let reply = match stale_if_error(stale.as_ref()) {
                 Some(s) => Reply::Entry(s, CacheOutcome::StaleIfError, None),
                 None => Reply::Error(e),
             };
@@ -417,54 +435,21 @@ async fn run_fill(
     let status = resp.status();
     if status == StatusCode::NOT_MODIFIED {
         if let Some(s) = &stale {
-            // §4.3.4: the 304's fields replace the stored ones; the body stays.
-            let mut headers = s.headers.clone();
-            for name in resp.headers().keys() {
-                if name == CONTENT_LENGTH {
-                    continue;
-                }
-                headers.remove(name);
-                for v in resp.headers().get_all(name) {
-                    headers.append(name.clone(), v.clone());
-                }
-            }
-            let headers = stored_headers(headers, sh.rule.strip_set_cookie);
-            match policy::storable(&req_headers, s.status, &headers, &sh.rule) {
-                Ok(lifetime) => {
-                    let e = Arc::new(Entry {
-                        url: s.url.clone(),
-                        status: s.status,
-                        initial_age: policy::initial_age(
-                            resp.headers(),
-                            request_time,
-                            SystemTime::now(),
-                        ),
-                        stored_at: Instant::now(),
-                        surrogate_keys: surrogate_keys(&headers),
-                        headers,
-                        body: s.body.clone(),
-                        vary: s.vary.clone(),
-                        lifetime,
-                    });
-                    sh.cache.store.insert(e.clone());
-                    finish(guard, FillResult::Stored);
-                    let _ = tx.send(Reply::Entry(e, CacheOutcome::Revalidated, Some(304)));
-                }
-                Err(_) => {
-                    sh.cache.store.invalidate(&key);
-                    finish(guard, FillResult::NotStored);
-                    let _ = tx.send(Reply::Entry(
-                        s.clone(),
-                        CacheOutcome::Revalidated,
-                        Some(304),
-                    ));
-                }
-            }
+            let (e, stored) = revalidated(&sh, s, resp.headers(), personal, request_time);
+            finish(
+                guard,
+                if stored {
+                    FillResult::Stored
+                } else {
+                    FillResult::NotStored
+                },
+            );
+            let _ = tx.send(Reply::Entry(e, CacheOutcome::Revalidated, Some(304)));
             return;
         }
     }
-    if status.is_server_error() {
-        if let Some(s) = stale.filter(|s| s.usable_if_error(Instant::now())) {
+    if origin_failed(status) {
+        if let Some(s) = stale_if_error(stale.as_ref()) {
             finish(guard, FillResult::OriginError(status.as_u16()));
             let _ = tx.send(Reply::Entry(
                 s,
@@ -479,7 +464,7 @@ async fn run_fill(
         .headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let decision = match policy::storable(&req_headers, status, resp.headers(), &sh.rule) {
+    let decision = match policy::storable(personal, status, resp.headers(), &sh.rule) {
         Ok(_) if declared.is_some_and(|n| n > max) => Err(policy::NotStorable::TooLarge),
         other => other,
     };
@@ -492,7 +477,7 @@ async fn run_fill(
                     .insert(key.clone(), sh.rule.hit_for_miss_ttl);
             }
             tracing::debug!(url = %key, reason = why.as_str(), "response not stored");
-            let result = if status.is_server_error() {
+            let result = if origin_failed(status) {
                 FillResult::OriginError(status.as_u16())
             } else {
                 FillResult::NotStored
@@ -572,6 +557,51 @@ async fn run_fill(
     finish(guard, FillResult::Stored);
 }
 
+/// Applies an origin's 304 to the stale entry it validated (RFC 9111 §4.3.4): the 304's
+/// fields replace the stored ones, the body stays, freshness starts again. Returns the
+/// updated entry and whether it was stored (it is dropped when the new fields forbid
+/// storing; the request that validated it is still answered with it).
+fn revalidated(
+    sh: &Shared,
+    s: &Entry,
+    not_modified: &HeaderMap,
+    personal: Personal,
+    request_time: SystemTime,
+) -> (Arc<Entry>, bool) {
+    let mut headers = s.headers.clone();
+    for name in not_modified.keys() {
+        // §3.2: the stored Content-Length describes the stored body.
+        if name == CONTENT_LENGTH {
+            continue;
+        }
+        headers.remove(name);
+        for v in not_modified.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    let headers = stored_headers(headers, sh.rule.strip_set_cookie);
+    let decision = policy::storable(personal, s.status, &headers, &sh.rule);
+    let e = Arc::new(Entry {
+        url: s.url.clone(),
+        status: s.status,
+        initial_age: policy::initial_age(not_modified, request_time, SystemTime::now()),
+        stored_at: Instant::now(),
+        surrogate_keys: surrogate_keys(&headers),
+        headers,
+        body: s.body.clone(),
+        vary: s.vary.clone(),
+        lifetime: decision.unwrap_or(s.lifetime),
+    });
+    match decision {
+        Ok(_) => sh.cache.store.insert(e.clone()),
+        Err(_) => {
+            sh.cache.store.invalidate(&s.url);
+        }
+    }
+    sh.cache.update_gauges();
+    (e, decision.is_ok())
+}
+
 /// Starts one background refresh of a stale entry, unless one is already running.
 fn refresh_in_background(
     inner: Inner,
@@ -595,12 +625,14 @@ fn refresh_in_background(
     }
 }
 
-/// The headers kept with a stored response.
+/// The headers kept with a stored response. The waiting-room signal is one shopper's
+/// (it ends or extends that shopper's session), so no stored copy repeats it.
 fn stored_headers(mut h: HeaderMap, strip_set_cookie: bool) -> HeaderMap {
     forwarding::strip_hop_by_hop(&mut h);
     h.remove(AGE);
     h.remove(&CACHE_STATUS);
     h.remove(&X_REQUEST_ID);
+    h.remove(SESSION_HEADER);
     if strip_set_cookie {
         h.remove(SET_COOKIE);
     }
@@ -662,7 +694,9 @@ fn serve(
     mark(sh, resp, outcome, Some(ttl), false, fwd)
 }
 
-/// Counts the outcome and sets `Cache-Status`.
+/// Counts the outcome, sets `Cache-Status`, and removes floodgate's own targeted field:
+/// it is aimed at this cache alone (RFC 9213 §2 lets a cache drop a field no cache
+/// downstream uses). `CDN-Cache-Control` goes on, for a CDN in front of floodgate.
 fn mark(
     sh: &Shared,
     mut resp: Response<Body>,
@@ -672,6 +706,7 @@ fn mark(
     fwd: Option<u16>,
 ) -> Response<Body> {
     sh.lookups[outcome.result_index()].inc();
+    resp.headers_mut().remove(&sh.rule.targeted_field);
     if let Ok(v) = HeaderValue::from_str(&outcome.cache_status(ttl, stored, fwd)) {
         resp.headers_mut().insert(&CACHE_STATUS, v);
     }

@@ -17,8 +17,11 @@ use super::policy::Lifetime;
 /// Variants kept per URL: one per `Accept-Encoding` family and a few languages is
 /// plenty; a response that varies on a per-user header would otherwise fill the slot.
 pub const MAX_VARIANTS: usize = 8;
-/// Bookkeeping per entry beyond body and headers (key, vectors, moka's own node).
+/// Bookkeeping per entry beyond what is counted field by field (the `Entry` itself,
+/// its vectors, the `Arc`, moka's node share).
 const ENTRY_OVERHEAD: usize = 256;
+/// Per stored header field or `Vary` value beyond its bytes (`HeaderMap` slot, `Box`).
+const FIELD_OVERHEAD: usize = 32;
 /// A stale entry with a validator stays this long past its graces: the next request
 /// revalidates it with a conditional request and a 304 of a few hundred bytes instead
 /// of a full fetch (RFC 9111 §4.3). It is never served unvalidated in that time.
@@ -87,13 +90,28 @@ impl Entry {
         self.age(now) < self.lifetime.fresh + self.lifetime.stale_if_error
     }
 
+    /// Bytes it holds: body, headers, the `Vary` request values, surrogate keys and
+    /// bookkeeping (the URL is counted once per key, by [`Variants::weight`]).
     fn weight(&self) -> usize {
-        let headers: usize = self
-            .headers
+        let headers = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len());
+        let vary = self
+            .vary
             .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .map(|(n, v)| n.as_str().len() + v.as_ref().map_or(0, |v| v.len()));
+        let fields: usize = headers
+            .chain(vary)
+            .map(|n| n + FIELD_OVERHEAD)
+            .fold(0, usize::saturating_add);
+        let surrogate: usize = self
+            .surrogate_keys
+            .iter()
+            .map(|k| k.len() + FIELD_OVERHEAD)
             .sum();
-        self.body.len() + headers + self.url.len() + ENTRY_OVERHEAD
+        self.body
+            .len()
+            .saturating_add(fields)
+            .saturating_add(surrogate)
+            .saturating_add(ENTRY_OVERHEAD)
     }
 
     fn expires_in(&self, now: Instant) -> Duration {
@@ -111,6 +129,17 @@ impl Entry {
 /// The variants stored for one URL.
 #[derive(Debug, Default)]
 pub struct Variants(pub Vec<Arc<Entry>>);
+
+impl Variants {
+    /// moka's weight for a key and its variants, clamped to its `u32` (moka#408 advice).
+    fn weight(key: &str, v: &Variants) -> u32 {
+        let total =
+            v.0.iter()
+                .map(|e| e.weight())
+                .fold(key.len(), usize::saturating_add);
+        total.min(u32::MAX as usize) as u32
+    }
+}
 
 struct ByLifetime;
 
@@ -155,13 +184,8 @@ impl Store {
     pub fn new(capacity: u64, evictions: prometheus::IntCounter) -> Self {
         let cache = Cache::builder()
             .max_capacity(capacity)
-            // moka weighs in u32: clamp (never stored anyway: max_object_size < capacity).
-            .weigher(|_k: &Arc<str>, v: &Arc<Variants>| {
-                v.0.iter()
-                    .map(|e| e.weight())
-                    .sum::<usize>()
-                    .min(u32::MAX as usize) as u32
-            })
+            // An entry heavier than the whole capacity is never admitted by moka.
+            .weigher(|k: &Arc<str>, v: &Arc<Variants>| Variants::weight(k, v))
             .expire_after(ByLifetime)
             .eviction_listener(move |_k, _v, cause| {
                 if cause == RemovalCause::Size {

@@ -23,7 +23,7 @@
 //! of that path is time, not CPU: with `no_script_delay = "off"` there is no such
 //! path and the page explains that JavaScript is needed.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -58,8 +58,9 @@ pub const DEFAULT_NO_SCRIPT_DELAY: Duration = Duration::from_secs(30);
 /// phone, not long enough to stockpile solutions for the opening.
 pub const CHALLENGE_TTL: Duration = Duration::from_secs(120);
 /// Remembered used challenges per room: 64 Ki × 8 bytes = 512 KiB, fixed. A solution
-/// stays single-use while fewer than this many are redeemed per [`CHALLENGE_TTL`]
-/// (about 540 tickets a second); past that an evicted one could be used once more.
+/// is single-use while fewer than about this many are redeemed per challenge
+/// lifetime (some 500 tickets a second); past that the table evicts the entries
+/// closest to expiry, which could then be used once more.
 pub const REPLAY_SLOTS: usize = 64 * 1024;
 /// Random bytes in a challenge: enough that two never meet, and a 64-bit replay key.
 const RANDOM_BYTES: usize = 12;
@@ -211,7 +212,7 @@ impl ProofOfWork {
                 Accepted::Waited
             }
         };
-        if !self.used.take(c.replay_key) {
+        if !self.used.take(c.replay_key, now_ms, c.expires_ms) {
             return Err(Refused::Replayed);
         }
         Ok(how)
@@ -330,27 +331,47 @@ pub fn solve(challenge: &str) -> Option<String> {
     })
 }
 
-/// Used challenges: a fixed table of 64-bit random keys, one per slot. A key is
-/// "taken" once; a colliding newer key evicts an older one (which could then be used
-/// again, once: bounded, see [`REPLAY_SLOTS`]).
+/// Slots per bucket of the replay table: a bucket is full only when eight live
+/// challenges share it, which at half load almost never happens.
+const WAYS: usize = 8;
+
+/// Used challenges: fixed buckets of [`WAYS`] slots, each `fingerprint << 32 |
+/// expiry_s`. A new entry takes an empty or expired slot; only when all eight are
+/// live does it evict the one expiring first (that one could then be used once more:
+/// bounded, see [`REPLAY_SLOTS`]).
 struct ReplayTable {
-    slots: Vec<AtomicU64>,
+    buckets: Vec<Mutex<[u64; WAYS]>>,
 }
 
 impl ReplayTable {
-    fn new(n: usize) -> Self {
+    fn new(slots: usize) -> Self {
         ReplayTable {
-            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            buckets: (0..slots / WAYS).map(|_| Mutex::new([0; WAYS])).collect(),
         }
     }
 
-    /// True the first time `key` is seen; false for a replay.
-    fn take(&self, key: u64) -> bool {
-        // 0 marks an empty slot; a random key of 0 is taken as 1 (one in 2^64).
-        let key = key.max(1);
-        // The key is uniformly random already: its high bits pick the slot.
-        let slot = &self.slots[((key >> 32) as usize) % self.slots.len()];
-        slot.swap(key, Ordering::Relaxed) != key
+    /// True the first time `key` is seen before `expires_ms`; false for a replay.
+    fn take(&self, key: u64, now_ms: u64, expires_ms: u64) -> bool {
+        // The key is uniformly random: high bits pick the bucket, low bits (never
+        // zero, which marks a free slot) are the fingerprint.
+        let bucket = &self.buckets[((key >> 32) as usize) % self.buckets.len()];
+        let fp = (key as u32).max(1) as u64;
+        let now_s = (now_ms / 1000) as u32 as u64;
+        let entry = fp << 32 | (expires_ms.div_ceil(1000) as u32 as u64);
+        let mut slots = bucket.lock().unwrap_or_else(|e| e.into_inner());
+        if slots.iter().any(|s| s >> 32 == fp && (s & 0xFFFF_FFFF) > now_s) {
+            return false;
+        }
+        let free = slots
+            .iter()
+            .position(|s| (s & 0xFFFF_FFFF) <= now_s)
+            .unwrap_or_else(|| {
+                (0..WAYS)
+                    .min_by_key(|i| slots[*i] & 0xFFFF_FFFF)
+                    .expect("WAYS > 0")
+            });
+        slots[free] = entry;
+        true
     }
 }
 
@@ -473,6 +494,17 @@ mod tests {
             pow.verify(&k, "sale", &answer, T0 + 600),
             Err(Refused::Replayed)
         );
+    }
+
+    #[test]
+    fn thousands_of_used_challenges_are_all_remembered_until_they_expire() {
+        let table = ReplayTable::new(REPLAY_SLOTS);
+        let keys: Vec<u64> = (0..REPLAY_SLOTS / 8).map(|_| rand::random()).collect();
+        let exp = T0 + 120_000;
+        assert!(keys.iter().all(|k| table.take(*k, T0, exp)));
+        assert!(keys.iter().all(|k| !table.take(*k, T0 + 1000, exp)));
+        // Expired entries make room; an expired challenge is refused before this.
+        assert!(keys.iter().all(|k| table.take(*k, exp + 1000, exp + 120_000)));
     }
 
     #[test]

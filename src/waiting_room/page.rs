@@ -426,10 +426,12 @@ fn vars(
             "progress_text",
             match (f.people_ahead, f.ahead_at_arrival) {
                 (Some(now), Some(then)) => lang
-                    .t("progress_text")
+                    .t(if now == 1 { "progress_text_one" } else { "progress_text" })
                     .replace("{now}", &now.to_string())
                     .replace("{then}", &then.max(now).to_string()),
-                (Some(now), None) => lang.t("progress_now").replace("{now}", &now.to_string()),
+                (Some(now), None) => lang
+                    .t(if now == 1 { "progress_now_one" } else { "progress_now" })
+                    .replace("{now}", &now.to_string()),
                 _ => String::new(),
             },
         ),

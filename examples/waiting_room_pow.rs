@@ -37,7 +37,10 @@ fn main() {
         N,
         pow::REPLAY_SLOTS
     );
-    let forged: Vec<String> = answers.iter().map(|a| a.replacen(".6.", ".5.", 1)).collect();
+    let forged: Vec<String> = answers
+        .iter()
+        .map(|a| a.replacen(".6.", ".5.", 1))
+        .collect();
     let t = Instant::now();
     for a in &forged {
         assert!(easy.verify(&keys, "sale", a, now + 1).is_err());

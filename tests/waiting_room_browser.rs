@@ -11,9 +11,9 @@ use base64::Engine;
 use bytes::Bytes;
 use common::*;
 use floodgate::waiting_room::pow;
+use futures_util::{SinkExt, StreamExt};
 use http::Request;
 use http_body_util::Full;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -171,7 +171,9 @@ impl Browser {
             .decode(shot["data"].as_str().unwrap())
             .unwrap();
         assert!(png.len() > 1000);
-        let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(name);
+        let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(name);
         std::fs::write(&out, &png).unwrap();
     }
 
@@ -227,7 +229,10 @@ async fn a_browser_in_line_sees_its_progress_in_local_time_and_lands_on_the_shop
     let first = get(gw.addr(), "/").await;
     assert!(first.text().contains("Cyber Monday"));
     for _ in 0..3 {
-        assert_eq!(ticket_holder(gw.addr(), &[]).await.json()["state"], "waiting");
+        assert_eq!(
+            ticket_holder(gw.addr(), &[]).await.json()["state"],
+            "waiting"
+        );
     }
 
     let mut browser = Browser::start().await;
@@ -240,7 +245,11 @@ async fn a_browser_in_line_sees_its_progress_in_local_time_and_lands_on_the_shop
             Duration::from_secs(10),
         )
         .await;
-    assert_eq!(browser.text_of("#position").await, json!("4"), "three ahead");
+    assert_eq!(
+        browser.text_of("#position").await,
+        json!("4"),
+        "three ahead"
+    );
     assert_eq!(browser.text_of("h1").await, json!("You are in line"));
     // The heading is said once, not again as a sub-heading or label.
     let repeats = browser
@@ -248,7 +257,9 @@ async fn a_browser_in_line_sees_its_progress_in_local_time_and_lands_on_the_shop
         .await;
     assert_eq!(repeats, json!(1));
     assert_eq!(
-        browser.eval("document.querySelectorAll('h1, h2, h3').length").await,
+        browser
+            .eval("document.querySelectorAll('h1, h2, h3').length")
+            .await,
         json!(1)
     );
     assert_eq!(
@@ -256,8 +267,14 @@ async fn a_browser_in_line_sees_its_progress_in_local_time_and_lands_on_the_shop
         json!("3 people ahead of you, 3 when you arrived")
     );
     let next = browser.text_of("#next").await;
-    assert!(next.as_str().unwrap().starts_with("When it is your turn"), "{next}");
-    assert_eq!(browser.text_of("#portal-name").await, json!("Cyber Monday Deals"));
+    assert!(
+        next.as_str().unwrap().starts_with("When it is your turn"),
+        "{next}"
+    );
+    assert_eq!(
+        browser.text_of("#portal-name").await,
+        json!("Cyber Monday Deals")
+    );
     browser
         .wait_for(
             "the logo drawn",
@@ -269,9 +286,14 @@ async fn a_browser_in_line_sees_its_progress_in_local_time_and_lands_on_the_shop
     let updated = browser.text_of("#updated").await;
     let updated = updated.as_str().unwrap();
     assert!(!updated.contains("UTC"), "{updated}");
-    assert!(updated.contains("CET") || updated.contains("GMT+1"), "{updated}");
+    assert!(
+        updated.contains("CET") || updated.contains("GMT+1"),
+        "{updated}"
+    );
     assert_eq!(
-        browser.eval("document.querySelector('[aria-live]') !== null").await,
+        browser
+            .eval("document.querySelector('[aria-live]') !== null")
+            .await,
         json!(true)
     );
 

@@ -105,7 +105,11 @@ async fn without_a_solution_a_visitor_gets_no_ticket_and_with_one_gets_a_ticket(
     assert_eq!(w["position"], 1);
     assert_eq!(w["ahead_at_arrival"], 0);
     assert!(sets_cookie(&waiting, "fg_ticket").is_some());
-    assert_eq!(shop.stats.path_count("/products/1"), 1, "the origin saw one visitor");
+    assert_eq!(
+        shop.stats.path_count("/products/1"),
+        1,
+        "the origin saw one visitor"
+    );
 }
 
 fn sha256(s: &str) -> Vec<u8> {
@@ -124,7 +128,10 @@ async fn a_visitor_without_javascript_gets_a_ticket_after_the_no_script_delay_on
     let first = visit(gw.addr(), &[("accept", "text/html")]).await;
     let page = first.text();
     assert!(page.contains("data-state=\"challenge\""), "{page}");
-    assert!(page.contains("http-equiv=\"refresh\" content=\"2\""), "{page}");
+    assert!(
+        page.contains("http-equiv=\"refresh\" content=\"2\""),
+        "{page}"
+    );
     assert!(page.contains("in 1 seconds") || page.contains("in 1 second"));
     let claim = sets_cookie(&first, &pow::cookie_name("sale")).expect("the no-script claim");
     let cookie = format!("{}={claim}", pow::cookie_name("sale"));

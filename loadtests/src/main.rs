@@ -215,7 +215,14 @@ fn main() -> ExitCode {
             floodgate_bin,
             json,
             strict,
-        } => return floodgate_loadtest::cheat::main(scenario, floodgate_bin.as_deref(), json.as_deref(), *strict),
+        } => {
+            return floodgate_loadtest::cheat::main(
+                scenario,
+                floodgate_bin.as_deref(),
+                json.as_deref(),
+                *strict,
+            )
+        }
         Cmd::Run {
             scenario,
             target,

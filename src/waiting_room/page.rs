@@ -400,7 +400,9 @@ fn vars(
     };
     let noscript = match (f.state, challenge) {
         (PageState::Challenge, Some(c)) => match c.no_script_after {
-            Some(s) => lang.t("challenge_noscript").replace("{time}", &s.to_string()),
+            Some(s) => lang
+                .t("challenge_noscript")
+                .replace("{time}", &s.to_string()),
             None => lang.t("challenge_noscript_off").to_string(),
         },
         (PageState::SoldOut | PageState::Admitted, _) => String::new(),
@@ -420,17 +422,28 @@ fn vars(
         ("position", num(f.position)),
         ("people_ahead", num(f.people_ahead)),
         ("ahead_at_arrival", num(f.ahead_at_arrival)),
-        ("progress", progress.map_or(String::new(), |p| p.to_string())),
+        (
+            "progress",
+            progress.map_or(String::new(), |p| p.to_string()),
+        ),
         ("progress_width", progress.unwrap_or(0).to_string()),
         (
             "progress_text",
             match (f.people_ahead, f.ahead_at_arrival) {
                 (Some(now), Some(then)) => lang
-                    .t(if now == 1 { "progress_text_one" } else { "progress_text" })
+                    .t(if now == 1 {
+                        "progress_text_one"
+                    } else {
+                        "progress_text"
+                    })
                     .replace("{now}", &now.to_string())
                     .replace("{then}", &then.max(now).to_string()),
                 (Some(now), None) => lang
-                    .t(if now == 1 { "progress_now_one" } else { "progress_now" })
+                    .t(if now == 1 {
+                        "progress_now_one"
+                    } else {
+                        "progress_now"
+                    })
                     .replace("{now}", &now.to_string()),
                 _ => String::new(),
             },
@@ -447,7 +460,10 @@ fn vars(
         ("next", next.to_string()),
         ("noscript", noscript),
         ("hide_numbers", hidden(f.state.in_line())),
-        ("hide_opens", hidden(f.state == PageState::PreQueue && f.opens_at_ms.is_some())),
+        (
+            "hide_opens",
+            hidden(f.state == PageState::PreQueue && f.opens_at_ms.is_some()),
+        ),
         ("hide_challenge", hidden(challenge.is_some())),
         (
             "challenge",
@@ -573,7 +589,11 @@ mod tests {
 
     #[test]
     fn the_page_shows_the_facts_escaped_with_a_meta_refresh() {
-        let page = html(&Template::default_template(), Lang::Fr, &waiting(2, Some(8)));
+        let page = html(
+            &Template::default_template(),
+            Lang::Fr,
+            &waiting(2, Some(8)),
+        );
         assert!(page.contains("<html lang=\"fr\">"));
         assert!(page.contains("<dd id=\"position\">3</dd>"));
         assert!(page.contains("de 2 à 5 minutes"));
@@ -585,7 +605,11 @@ mod tests {
 
     #[test]
     fn the_progress_bar_measures_people_ahead_now_against_at_arrival() {
-        let page = html(&Template::default_template(), Lang::En, &waiting(2, Some(8)));
+        let page = html(
+            &Template::default_template(),
+            Lang::En,
+            &waiting(2, Some(8)),
+        );
         assert!(page.contains("style=\"width: 75%\""), "6 of 8 gone in");
         assert!(page.contains("aria-valuenow=\"75\""));
         assert!(page.contains("2 people ahead of you, 8 when you arrived"));
@@ -650,10 +674,19 @@ mod tests {
         assert!(errors.is_empty(), "{errors:?}");
         let t = Template::default_template().branded(b);
         let page = html(&t, Lang::En, &waiting(2, Some(8)));
-        assert!(page.contains("<img src=\"https://cdn.example/logo.svg\" alt=\"Cyber &quot;Monday&quot;\" >"));
+        assert!(page.contains(
+            "<img src=\"https://cdn.example/logo.svg\" alt=\"Cyber &quot;Monday&quot;\" >"
+        ));
         assert!(page.contains("<title>You are in line · Cyber &quot;Monday&quot;</title>"));
-        let plain = html(&Template::default_template(), Lang::En, &waiting(2, Some(8)));
-        assert!(plain.contains("alt=\"\" hidden>"), "no logo configured: none shown");
+        let plain = html(
+            &Template::default_template(),
+            Lang::En,
+            &waiting(2, Some(8)),
+        );
+        assert!(
+            plain.contains("alt=\"\" hidden>"),
+            "no logo configured: none shown"
+        );
         for bad in ["javascript:alert(1)", "//evil.example/x.png", "logo.png"] {
             let mut errors = Vec::new();
             Branding::compile("waiting_room[0]", None, Some(bad), &mut errors);
@@ -675,7 +708,10 @@ mod tests {
         let page = challenge_html(&Template::default_template(), Lang::En, &f, &c);
         assert!(page.contains("data-challenge=\"w1.sale.1.2.16.abc.id.sig\""));
         assert!(page.contains("data-difficulty=\"16\""));
-        assert!(page.contains("content=\"31\""), "refresh just after the delay");
+        assert!(
+            page.contains("content=\"31\""),
+            "refresh just after the delay"
+        );
         assert!(page.contains("in 30 seconds"));
         let j: serde_json::Value = serde_json::from_str(&challenge_json(Lang::En, &f, &c)).unwrap();
         assert_eq!(j["state"], "challenge");

@@ -360,7 +360,10 @@ impl ReplayTable {
         let now_s = (now_ms / 1000) as u32 as u64;
         let entry = fp << 32 | (expires_ms.div_ceil(1000) as u32 as u64);
         let mut slots = bucket.lock().unwrap_or_else(|e| e.into_inner());
-        if slots.iter().any(|s| s >> 32 == fp && (s & 0xFFFF_FFFF) > now_s) {
+        if slots
+            .iter()
+            .any(|s| s >> 32 == fp && (s & 0xFFFF_FFFF) > now_s)
+        {
             return false;
         }
         let free = slots
@@ -435,7 +438,10 @@ pub(crate) fn gate(
         opens_at_ms: cfg.opens_at,
     };
     let (content_type, text) = if json {
-        ("application/json", page::challenge_json(lang, &facts, &view))
+        (
+            "application/json",
+            page::challenge_json(lang, &facts, &view),
+        )
     } else {
         (
             "text/html; charset=utf-8",
@@ -490,7 +496,10 @@ mod tests {
     fn a_solved_challenge_is_accepted_once() {
         let (k, pow) = (keys(), ProofOfWork::new(8, None));
         let answer = solve(&pow.challenge(&k, "sale", T0)).unwrap();
-        assert_eq!(pow.verify(&k, "sale", &answer, T0 + 500), Ok(Accepted::Solved));
+        assert_eq!(
+            pow.verify(&k, "sale", &answer, T0 + 500),
+            Ok(Accepted::Solved)
+        );
         assert_eq!(
             pow.verify(&k, "sale", &answer, T0 + 600),
             Err(Refused::Replayed)
@@ -505,7 +514,9 @@ mod tests {
         assert!(keys.iter().all(|k| table.take(*k, T0, exp)));
         assert!(keys.iter().all(|k| !table.take(*k, T0 + 1000, exp)));
         // Expired entries make room; an expired challenge is refused before this.
-        assert!(keys.iter().all(|k| table.take(*k, exp + 1000, exp + 120_000)));
+        assert!(keys
+            .iter()
+            .all(|k| table.take(*k, exp + 1000, exp + 120_000)));
     }
 
     #[test]
@@ -573,7 +584,10 @@ mod tests {
             pow.verify(&k, "sale", &c, T0 + 29_000),
             Err(Refused::TooEarly { wait_ms: 1000 })
         );
-        assert_eq!(pow.verify(&k, "sale", &c, T0 + 30_000), Ok(Accepted::Waited));
+        assert_eq!(
+            pow.verify(&k, "sale", &c, T0 + 30_000),
+            Ok(Accepted::Waited)
+        );
         assert_eq!(
             pow.verify(&k, "sale", &c, T0 + 31_000),
             Err(Refused::Replayed)

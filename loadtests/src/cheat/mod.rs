@@ -124,8 +124,8 @@ fn dur(key: &str, v: &str) -> anyhow::Result<Duration> {
 impl CheatScenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> anyhow::Result<CheatScenario> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let raw: RawScenario =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let s = CheatScenario {
@@ -181,7 +181,7 @@ impl CheatScenario {
             (Group::PassSharer, g.pass_sharers),
         ]
         .iter()
-        .flat_map(|(grp, n)| std::iter::repeat_n(*grp, *n))
+        .flat_map(|(grp, n)| std::iter::repeat(*grp).take(*n))
         .collect();
         let mut rng = SmallRng::seed_from_u64(self.seed);
         groups.shuffle(&mut rng);
@@ -193,11 +193,7 @@ impl CheatScenario {
             .into_iter()
             .zip(times)
             .enumerate()
-            .map(|(id, (group, arrival))| Person {
-                id,
-                group,
-                arrival,
-            })
+            .map(|(id, (group, arrival))| Person { id, group, arrival })
             .collect()
     }
 }
@@ -304,7 +300,8 @@ pub async fn run(s: &CheatScenario, floodgate_bin: &Path) -> anyhow::Result<Chea
     let mut lived = Vec::new();
     for t in tasks {
         // Each visit is bounded by the deadline; a hard stop guards the join.
-        let left = (world.deadline + Duration::from_secs(5)).saturating_duration_since(Instant::now());
+        let left =
+            (world.deadline + Duration::from_secs(5)).saturating_duration_since(Instant::now());
         if let Ok(Ok(r)) = tokio::time::timeout(left, t).await {
             lived.push(r);
         }
@@ -396,7 +393,9 @@ fn analyse(
         Group::TicketReplayer,
         Group::PassSharer,
     ] {
-        let members: Vec<usize> = (0..lived.len()).filter(|i| lived[*i].0.group == g).collect();
+        let members: Vec<usize> = (0..lived.len())
+            .filter(|i| lived[*i].0.group == g)
+            .collect();
         if members.is_empty() {
             continue;
         }
@@ -417,7 +416,11 @@ fn analyse(
             mean_places_gained: mean,
             stderr: (var / n).sqrt(),
             median_wait_s: waits.get(waits.len() / 2).copied(),
-            tickets_per_person: members.iter().map(|i| lived[*i].1.tickets as f64).sum::<f64>() / n,
+            tickets_per_person: members
+                .iter()
+                .map(|i| lived[*i].1.tickets as f64)
+                .sum::<f64>()
+                / n,
         });
     }
     let sum = |f: fn(&Outcome) -> u32| lived.iter().map(|(_, o)| f(o)).sum::<u32>();
@@ -619,10 +622,7 @@ mod tests {
     #[test]
     fn ties_share_their_average_rank() {
         assert_eq!(ranks(&[-1.0, 5.0, -1.0, 3.0]), [1.5, 4.0, 1.5, 3.0]);
-        assert_eq!(
-            ranks(&[f64::INFINITY, 1.0, f64::INFINITY]),
-            [2.5, 1.0, 2.5]
-        );
+        assert_eq!(ranks(&[f64::INFINITY, 1.0, f64::INFINITY]), [2.5, 1.0, 2.5]);
     }
 
     #[test]

@@ -110,7 +110,12 @@ pub struct Person {
 
 /// The person's own address: 127.1.x.y.
 pub fn person_ip(id: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 1, (id / 250) as u8, (id % 250 + 1) as u8))
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        1,
+        (id / 250) as u8,
+        (id % 250 + 1) as u8,
+    ))
 }
 
 /// Friend `k` of person `id`: 127.2.id.k (another machine, another network).
@@ -154,7 +159,9 @@ impl Me<'_> {
         if r.as_ref().is_some_and(|r| r.sets(TICKET)) {
             self.out.tickets += 1;
         }
-        if r.as_ref().is_some_and(|r| r.body.contains("data-state=\"prequeue\"")) {
+        if r.as_ref()
+            .is_some_and(|r| r.body.contains("data-state=\"prequeue\""))
+        {
             self.out.prequeue = true;
         }
         (jar, admitted)
@@ -181,11 +188,8 @@ impl Me<'_> {
         };
         let mut last_clear = Instant::now();
         while Instant::now() < self.w.deadline {
-            for i in 0..tabs.len() {
-                let mut jar = std::mem::take(&mut tabs[i]);
-                let ok = self.check(&mut jar, how).await;
-                tabs[i] = jar;
-                if ok {
+            for (i, tab) in tabs.iter_mut().enumerate() {
+                if self.check(tab, how).await {
                     return Some(i);
                 }
             }
@@ -224,7 +228,10 @@ impl Me<'_> {
             jar.set(&ticket.0, &ticket.1);
             let path = self.path();
             self.out.replays += 1;
-            let got = match self.ask(friend_ip(self.p.id, k), &path, Ask::Page, &mut jar).await {
+            let got = match self
+                .ask(friend_ip(self.p.id, k), &path, Ask::Page, &mut jar)
+                .await
+            {
                 Some(r) => r.is_shop() || r.sets(PASS),
                 None => false,
             };
@@ -248,7 +255,9 @@ impl Me<'_> {
             for (k, jar) in jars.iter_mut().enumerate() {
                 let path = format!("/products/{}", (self.p.id + k) % 500 + 1);
                 self.out.shared_requests += 1;
-                let r = self.ask(friend_ip(self.p.id, k), &path, Ask::Page, jar).await;
+                let r = self
+                    .ask(friend_ip(self.p.id, k), &path, Ask::Page, jar)
+                    .await;
                 if r.is_some_and(|r| r.is_shop()) {
                     self.out.shared_served += 1;
                 }
@@ -262,7 +271,9 @@ impl Me<'_> {
             jar.set(&pass.0, &pass.1);
             self.out.after_end_requests += 1;
             let path = format!("/products/{}", (self.p.id + k) % 500 + 1);
-            let r = self.ask(friend_ip(self.p.id, k), &path, Ask::Page, jar).await;
+            let r = self
+                .ask(friend_ip(self.p.id, k), &path, Ask::Page, jar)
+                .await;
             if r.is_some_and(|r| r.is_shop()) {
                 self.out.after_end_served += 1;
             }
@@ -280,7 +291,11 @@ pub async fn live(w: World, p: Person) -> (Person, Outcome) {
         out: Outcome::default(),
     };
     me.out.arrived_s = me.secs(Instant::now());
-    let n_tabs = if p.group == Group::ManyTabs { w.tabs } else { 1 };
+    let n_tabs = if p.group == Group::ManyTabs {
+        w.tabs
+    } else {
+        1
+    };
     let mut tabs = Vec::new();
     let mut won = None;
     for i in 0..n_tabs {

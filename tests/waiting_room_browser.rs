@@ -93,6 +93,14 @@ impl Browser {
 
     /// Sends one command (to the page once attached) and waits for its result.
     async fn call(&mut self, method: &str, params: Value) -> Value {
+        match self.try_call(method, params).await {
+            Ok(v) => v,
+            Err(e) => panic!("{method}: {e}"),
+        }
+    }
+
+    /// Like `call`, but Chromium's refusal comes back as an error.
+    async fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut msg = json!({"id": id, "method": method, "params": params});
@@ -114,8 +122,10 @@ impl Browser {
             if let Message::Text(t) = m {
                 let v: Value = serde_json::from_str(&t).unwrap();
                 if v["id"] == id {
-                    assert!(v.get("error").is_none(), "{method}: {v}");
-                    return v["result"].clone();
+                    return match v.get("error") {
+                        Some(e) => Err(e.clone()),
+                        None => Ok(v["result"].clone()),
+                    };
                 }
             }
         }
@@ -127,13 +137,18 @@ impl Browser {
 
     /// Evaluates a JS expression in the page; its value, or Null while the page loads.
     async fn eval(&mut self, expr: &str) -> Value {
-        let r = self
-            .call(
+        // A page in the middle of navigating ("Inspected target navigated or
+        // closed") has no value yet.
+        match self
+            .try_call(
                 "Runtime.evaluate",
                 json!({"expression": expr, "returnByValue": true}),
             )
-            .await;
-        r["result"]["value"].clone()
+            .await
+        {
+            Ok(r) => r["result"]["value"].clone(),
+            Err(_) => Value::Null,
+        }
     }
 
     async fn wait_for(&mut self, what: &str, expr: &str, within: Duration) {
@@ -377,15 +392,16 @@ async fn a_browser_solves_the_proof_of_work_and_gets_its_place_in_line_in_french
             Duration::from_secs(10),
         )
         .await;
-    let state = browser
-        .eval("document.getElementById('waiting-room').dataset.state")
+    // State and heading read together: the script may reload the page at any moment.
+    let seen = browser
+        .eval(
+            "(function () { var m = document.getElementById('waiting-room'); var h = document.querySelector('h1'); \
+             return m && h ? [m.dataset.state, h.textContent] : null; })()",
+        )
         .await;
     // The script may already have solved it and reloaded: either is the page at work.
-    if state == json!("challenge") {
-        assert_eq!(
-            browser.text_of("h1").await,
-            json!("Attribution de votre place dans la file")
-        );
+    if seen[0] == json!("challenge") {
+        assert_eq!(seen[1], json!("Attribution de votre place dans la file"));
         browser.screenshot("waiting-room-challenge.png").await;
     }
     browser

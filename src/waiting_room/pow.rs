@@ -332,12 +332,14 @@ pub fn solve(challenge: &str) -> Option<String> {
     })
 }
 
-/// Slots per bucket of the replay table: a bucket is full only when eight live
-/// challenges share it, which at half load almost never happens.
-const WAYS: usize = 8;
+/// Slots per bucket of the replay table: a bucket is full only when sixteen live
+/// challenges share it. With 8 ways, 20 k live challenges (a third of the table) let
+/// 18 of 20 k replays through (`examples/waiting_room_pow.rs`); with 16, a bucket
+/// overflows about once in 10^5 at that load.
+const WAYS: usize = 16;
 
 /// Used challenges: fixed buckets of [`WAYS`] slots, each `fingerprint << 32 |
-/// expiry_s`. A new entry takes an empty or expired slot; only when all eight are
+/// expiry_s`. A new entry takes an empty or expired slot; only when all of them are
 /// live does it evict the one expiring first (that one could then be used once more:
 /// bounded, see [`REPLAY_SLOTS`]).
 struct ReplayTable {

@@ -413,7 +413,8 @@ async fn visitors_are_admitted_in_ticket_order_at_the_configured_rate() {
         let expect = if (i as u64) < admitted {
             "admitted"
         } else {
-            "waiting"
+            // The room was paused again: the page says so (issue 12).
+            "paused"
         };
         assert_eq!(state, expect, "visitor {i} of {admitted} admitted");
     }
@@ -499,7 +500,7 @@ async fn pause_stops_admissions_and_resume_restarts_them() {
     let mut v = Visitor::default();
     assert!(!is_shop(&v.page(gw.addr()).await));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(v.status(gw.addr()).await["state"], "waiting");
+    assert_eq!(v.status(gw.addr()).await["state"], "paused");
     admin_post(&gw, "resume", "").await;
     eventually("admitted after resume", Duration::from_secs(3), || {
         let mut v = v.clone();

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cheat;
 pub mod client;
 pub mod cpu;
 pub mod engine;

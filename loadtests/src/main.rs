@@ -45,6 +45,21 @@ enum Cmd {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Run the cheating scenario (honest visitors beside scripted cheaters) and
+    /// report who got in when.
+    Cheat {
+        /// Scenario file (e.g. loadtests/scenarios/cheat/cheating.toml).
+        scenario: PathBuf,
+        /// The floodgate binary (default: target/release/floodgate, else target/debug/floodgate).
+        #[arg(long, env = "FLOODGATE_BIN")]
+        floodgate_bin: Option<PathBuf>,
+        /// Write the machine-readable result here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Exit non-zero when a target is missed.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Parse and validate scenario files, printing what each would do.
     Check {
         /// Scenario files.
@@ -195,6 +210,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.cmd {
         Cmd::Check { scenarios } => return check(scenarios),
+        Cmd::Cheat {
+            scenario,
+            floodgate_bin,
+            json,
+            strict,
+        } => {
+            return floodgate_loadtest::cheat::main(
+                scenario,
+                floodgate_bin.as_deref(),
+                json.as_deref(),
+                *strict,
+            )
+        }
         Cmd::Run {
             scenario,
             target,

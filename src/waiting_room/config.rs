@@ -44,6 +44,10 @@ pub struct RawWaitingRoom {
     pub abandon_after: Option<String>,
     pub ticket_ttl: Option<String>,
     pub tickets_per_minute_per_client: Option<i64>,
+    // === page and proof of work (page.rs, pow.rs) ===
+    pub portal_name: Option<String>,
+    pub logo_url: Option<String>,
+    pub proof_of_work: Option<super::pow::RawProofOfWork>,
 }
 
 /// How a room treats visitors.
@@ -107,6 +111,8 @@ pub struct RoomConfig {
     pub ticket_ttl: Duration,
     /// Ticket issue limit per client address per minute (0: no limit).
     pub tickets_per_minute_per_client: u32,
+    /// Proof of work asked before a ticket (`proof_of_work`); None: off, the default.
+    pub proof_of_work: Option<Arc<super::pow::ProofOfWork>>,
 }
 
 impl RoomConfig {
@@ -128,6 +134,7 @@ impl RoomConfig {
             abandon_after: DEFAULT_ABANDON_AFTER,
             ticket_ttl: DEFAULT_TICKET_TTL,
             tickets_per_minute_per_client: DEFAULT_TICKETS_PER_MINUTE_PER_CLIENT,
+            proof_of_work: None,
         }
     }
 
@@ -296,6 +303,21 @@ pub fn compile(key: &str, raw: &RawWaitingRoom, errors: &mut Vec<KeyError>) -> R
         ),
         Some(n) => cfg.tickets_per_minute_per_client = n.min(u32::MAX as i64) as u32,
     }
+    // === page and proof of work: compiled by page.rs and pow.rs ===
+    let branding = super::page::Branding::compile(
+        key,
+        raw.portal_name.as_deref(),
+        raw.logo_url.as_deref(),
+        errors,
+    );
+    cfg.template = Arc::new(cfg.template.branded(branding));
+    cfg.proof_of_work = raw.proof_of_work.as_ref().map(|p| {
+        Arc::new(super::pow::ProofOfWork::compile(
+            &format!("{key}.proof_of_work"),
+            p,
+            errors,
+        ))
+    });
     cfg
 }
 

@@ -22,6 +22,7 @@ pub mod admin;
 pub mod config;
 pub mod metrics;
 pub mod page;
+pub mod pow;
 pub mod service;
 pub mod state;
 pub mod token;

@@ -288,12 +288,20 @@ fn decide(room: &Room, req: &Request<Body>) -> Result<Decision, GatewayError> {
             ticket: None,
             position: None,
             people_ahead: None,
+            ahead_at_arrival: None,
             wait: None,
             updated_ms: now,
             poll_after: 60,
             opens_at_ms: cfg.opens_at,
         };
         return Ok(Decision::Answer(sold_out(&cfg, lang, json, &facts)));
+    }
+    // === proof of work before a ticket (pow.rs), checked before the per-client
+    // limit so unsolved asks spend none of it ===
+    if let Some(pow) = &cfg.proof_of_work {
+        if let Some(answer) = super::pow::gate(pow, &cfg, headers, lang, json, now, secure) {
+            return Ok(Decision::Answer(answer));
+        }
     }
     if let Some(ip) = ctx.map(|c| c.client_ip) {
         if !room
@@ -344,7 +352,9 @@ fn decide(room: &Room, req: &Request<Body>) -> Result<Decision, GatewayError> {
             vec![c],
         ));
     }
-    let facts = facts_of(room, &line, &cfg, number, standing, now);
+    let mut facts = facts_of(room, &line, &cfg, number, standing, now);
+    // Known at issue (page.rs's progress bar); later polls: the page's script keeps it.
+    facts.ahead_at_arrival = facts.people_ahead;
     drop(line);
     let ticket = Token {
         kind: Kind::Ticket,
@@ -392,6 +402,7 @@ fn admitted(
         ticket: Some(token.ticket),
         position: Some(0),
         people_ahead: Some(0),
+        ahead_at_arrival: None,
         wait: Some((0, 0)),
         updated_ms: now,
         poll_after: 1,
@@ -413,6 +424,8 @@ fn facts_of(
     now: u64,
 ) -> Facts {
     let (state, ahead) = match standing {
+        // A paused line says so and shows no expected wait (page.rs).
+        Standing::Waiting { ahead } if line.paused => (PageState::Paused, Some(ahead)),
         Standing::Waiting { ahead } => (PageState::Waiting, Some(ahead)),
         _ => (PageState::PreQueue, None),
     };
@@ -424,6 +437,7 @@ fn facts_of(
         ticket: Some(ticket),
         position: ahead.map(|a| a + 1),
         people_ahead: ahead,
+        ahead_at_arrival: None,
         wait,
         updated_ms: now,
         poll_after,

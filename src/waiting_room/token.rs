@@ -109,11 +109,13 @@ impl Keys {
         .clone()
     }
 
-    fn signer(&self) -> &(String, Vec<u8>) {
+    /// The signing key's id and secret (also signs proof-of-work challenges).
+    pub(crate) fn signer(&self) -> &(String, Vec<u8>) {
         &self.keys[0]
     }
 
-    fn by_id(&self, id: &str) -> Option<&[u8]> {
+    /// The secret of key `id`, to verify (tokens and proof-of-work challenges).
+    pub(crate) fn by_id(&self, id: &str) -> Option<&[u8]> {
         self.keys
             .iter()
             .find(|(k, _)| k == id)

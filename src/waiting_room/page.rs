@@ -118,6 +118,8 @@ pub enum PageState {
     Admitted,
     /// Sold out or closed.
     SoldOut,
+    /// Admissions paused by an operator: no expected wait.
+    Paused,
 }
 
 impl PageState {
@@ -128,6 +130,7 @@ impl PageState {
             PageState::PreQueue => "prequeue",
             PageState::Admitted => "admitted",
             PageState::SoldOut => "sold_out",
+            PageState::Paused => "paused",
         }
     }
 }
@@ -145,6 +148,8 @@ pub struct Facts {
     pub position: Option<u64>,
     /// People ahead.
     pub people_ahead: Option<u64>,
+    /// People ahead when the ticket was issued (for a progress bar).
+    pub ahead_at_arrival: Option<u64>,
     /// Expected wait range, seconds.
     pub wait: Option<(u64, u64)>,
     /// When these facts were computed, unix ms.
@@ -234,7 +239,9 @@ pub fn html(template: &Template, lang: Lang, f: &Facts) -> String {
             lang.t("heading").to_string(),
             lang.t("admitted").to_string(),
         ),
-        PageState::Waiting => (lang.t("heading").to_string(), lang.t("intro").to_string()),
+        PageState::Waiting | PageState::Paused => {
+            (lang.t("heading").to_string(), lang.t("intro").to_string())
+        }
     };
     let vars: [(&str, String); 15] = [
         ("lang", lang.code().to_string()),
@@ -332,6 +339,7 @@ mod tests {
             ticket: Some(9),
             position: Some(3),
             people_ahead: Some(2),
+            ahead_at_arrival: Some(5),
             wait: Some((120, 300)),
             updated_ms: 3_600_000,
             poll_after: 7,

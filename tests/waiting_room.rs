@@ -87,6 +87,16 @@ impl Visitor {
     }
 }
 
+/// Polls the status as the page's script does until the visitor is admitted (the
+/// poll's answer carries the pass).
+async fn until_admitted(v: &mut Visitor, addr: SocketAddr, what: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    while v.status(addr).await["state"] != "admitted" {
+        assert!(Instant::now() < deadline, "timed out after {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn is_shop(a: &Answer) -> bool {
     a.status == 200 && a.text().contains("Cyber Monday")
 }
@@ -128,7 +138,7 @@ async fn a_visitor_at_a_full_sale_waits_with_a_position_and_the_pass_holder_goes
     let mut first = Visitor::default();
     let a = first.page(gw.addr()).await;
     assert!(is_shop(&a), "the first visitor walks into an empty room");
-    assert!(first.has("fg_pass"));
+    assert!(first.has("fg_pass_sale"));
 
     let mut second = Visitor::default();
     let b = second.page(gw.addr()).await;
@@ -140,7 +150,7 @@ async fn a_visitor_at_a_full_sale_waits_with_a_position_and_the_pass_holder_goes
         "{}",
         b.text()
     );
-    assert!(second.has("fg_ticket") && !second.has("fg_pass"));
+    assert!(second.has("fg_ticket_sale") && !second.has("fg_pass_sale"));
 
     let mut third = Visitor::default();
     let c = third
@@ -206,6 +216,7 @@ async fn forged_tampered_expired_and_other_room_tokens_give_no_advantage() {
             issued_ms: now - 1000,
             expires_ms,
             extra: 0,
+            id: 1,
         }
         .sign(keys)
     };
@@ -213,29 +224,29 @@ async fn forged_tampered_expired_and_other_room_tokens_give_no_advantage() {
     let cases: Vec<(&str, &str, String)> = vec![
         (
             "forged pass",
-            "fg_pass",
+            "fg_pass_sale",
             tok(Kind::Pass, "sale", 1, now + 60_000, &wrong),
         ),
         (
             "pass for another room",
-            "fg_pass",
+            "fg_pass_sale",
             tok(Kind::Pass, "other", 1, now + 60_000, &keys),
         ),
         (
             "expired pass",
-            "fg_pass",
+            "fg_pass_sale",
             tok(Kind::Pass, "sale", 1, now - 1, &keys),
         ),
-        ("ticket used as a pass", "fg_pass", ticket1.clone()),
+        ("ticket used as a pass", "fg_pass_sale", ticket1.clone()),
         (
             "tampered ticket",
-            "fg_ticket",
+            "fg_ticket_sale",
             ticket1.replacen(".1.", ".0.", 1),
         ),
         (
             "garbage",
-            "fg_pass",
-            "v1.p.sale.1.1.99999999999999.0.abc.def".into(),
+            "fg_pass_sale",
+            "v2.p.sale.1.1.99999999999999.0.1.abc.def".into(),
         ),
     ];
     let mut expected_position = 2;
@@ -269,16 +280,7 @@ async fn the_next_in_line_gets_in_when_a_pass_expires_and_lands_on_the_shop() {
     let mut next = Visitor::default();
     assert!(!is_shop(&next.page(gw.addr()).await));
     let started = Instant::now();
-    eventually(
-        "the next visitor is admitted",
-        Duration::from_secs(5),
-        || {
-            let mut v = next.clone();
-            let addr = gw.addr();
-            async move { v.status(addr).await["state"] == "admitted" }
-        },
-    )
-    .await;
+    until_admitted(&mut next, gw.addr(), "the next visitor is admitted", Duration::from_secs(5)).await;
     assert!(
         started.elapsed() >= Duration::from_millis(700),
         "not before the pass expired"
@@ -311,16 +313,7 @@ async fn the_origin_ends_a_session_after_checkout_and_the_place_goes_to_the_next
     assert_eq!(done.text(), "session changed\n");
     assert!(done.header("x-floodgate-session").is_none());
 
-    eventually(
-        "the next visitor is admitted into the freed place",
-        Duration::from_secs(5),
-        || {
-            let mut v = next.clone();
-            let addr = gw.addr();
-            async move { v.status(addr).await["state"] == "admitted" }
-        },
-    )
-    .await;
+    until_admitted(&mut next, gw.addr(), "the next visitor is admitted into the freed place", Duration::from_secs(5)).await;
     assert!(is_shop(&next.page(gw.addr()).await));
     // The ended pass no longer lets its holder skip the line.
     assert!(!is_shop(&holder.page(gw.addr()).await));
@@ -344,16 +337,7 @@ async fn abandoned_tickets_are_skipped_so_the_line_moves_for_those_still_there()
     let j = me.status(gw.addr()).await;
     assert_eq!(j["position"], 131);
     // At 1 per minute, 130 places would take two hours; the gone are skipped instead.
-    eventually(
-        "the last visitor is admitted",
-        Duration::from_secs(6),
-        || {
-            let mut v = me.clone();
-            let addr = gw.addr();
-            async move { v.status(addr).await["state"] == "admitted" }
-        },
-    )
-    .await;
+    until_admitted(&mut me, gw.addr(), "the last visitor is admitted", Duration::from_secs(6)).await;
     let s = room_state(&gw).await;
     // A few are admitted at 1/s before their block has been silent for a second.
     assert!(s["abandoned_skipped_total"].as_u64().unwrap() >= 120, "{s}");
@@ -412,7 +396,7 @@ async fn visitors_are_admitted_in_ticket_order_at_the_configured_rate() {
         let expect = if (i as u64) < admitted {
             "admitted"
         } else {
-            "waiting"
+            "paused"
         };
         assert_eq!(state, expect, "visitor {i} of {admitted} admitted");
     }
@@ -429,12 +413,12 @@ async fn safety_net_lets_everyone_in_until_the_room_is_full() {
     for _ in 0..2 {
         let mut v = Visitor::default();
         assert!(is_shop(&v.page(gw.addr()).await));
-        assert!(!v.has("fg_ticket"));
+        assert!(!v.has("fg_ticket_sale"));
     }
     let mut third = Visitor::default();
     let a = third.page(gw.addr()).await;
     assert!(!is_shop(&a));
-    assert!(third.has("fg_ticket"));
+    assert!(third.has("fg_ticket_sale"));
 }
 
 #[tokio::test]
@@ -470,7 +454,7 @@ async fn reject_shows_the_sold_out_page_to_newcomers_but_not_to_pass_holders() {
     let keys = Keys::new(vec![KEY.as_bytes().to_vec()]).unwrap();
     let now = now_ms();
     v.set(
-        "fg_pass",
+        "fg_pass_sale",
         Token {
             kind: Kind::Pass,
             room: "sale".into(),
@@ -478,6 +462,7 @@ async fn reject_shows_the_sold_out_page_to_newcomers_but_not_to_pass_holders() {
             issued_ms: now,
             expires_ms: now + 60_000,
             extra: now,
+            id: 42,
         }
         .sign(&keys),
     );
@@ -498,14 +483,11 @@ async fn pause_stops_admissions_and_resume_restarts_them() {
     let mut v = Visitor::default();
     assert!(!is_shop(&v.page(gw.addr()).await));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(v.status(gw.addr()).await["state"], "waiting");
+    let j = v.status(gw.addr()).await;
+    assert_eq!(j["state"], "paused");
+    assert!(j["expected_wait_seconds"].is_null(), "no promise while paused: {j}");
     admin_post(&gw, "resume", "").await;
-    eventually("admitted after resume", Duration::from_secs(3), || {
-        let mut v = v.clone();
-        let addr = gw.addr();
-        async move { v.status(addr).await["state"] == "admitted" }
-    })
-    .await;
+    until_admitted(&mut v, gw.addr(), "admitted after resume", Duration::from_secs(3)).await;
     let s = admin_post(
         &gw,
         "settings",

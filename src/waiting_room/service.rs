@@ -439,6 +439,8 @@ impl Visit<'_> {
             id: rand::random(),
         };
         line.pass_started(pass.id, now.mono_ms + session_ms);
+        // The admitting request is the pass's first use (its network, its rate).
+        line.check_pass(pass.id, now.mono_ms + session_ms, now, self.prefix);
         cookies.insert(
             0,
             cookie(

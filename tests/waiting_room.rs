@@ -92,7 +92,10 @@ impl Visitor {
 async fn until_admitted(v: &mut Visitor, addr: SocketAddr, what: &str, within: Duration) {
     let deadline = Instant::now() + within;
     while v.status(addr).await["state"] != "admitted" {
-        assert!(Instant::now() < deadline, "timed out after {within:?}: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?}: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -280,7 +283,13 @@ async fn the_next_in_line_gets_in_when_a_pass_expires_and_lands_on_the_shop() {
     let mut next = Visitor::default();
     assert!(!is_shop(&next.page(gw.addr()).await));
     let started = Instant::now();
-    until_admitted(&mut next, gw.addr(), "the next visitor is admitted", Duration::from_secs(5)).await;
+    until_admitted(
+        &mut next,
+        gw.addr(),
+        "the next visitor is admitted",
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(
         started.elapsed() >= Duration::from_millis(700),
         "not before the pass expired"
@@ -313,7 +322,13 @@ async fn the_origin_ends_a_session_after_checkout_and_the_place_goes_to_the_next
     assert_eq!(done.text(), "session changed\n");
     assert!(done.header("x-floodgate-session").is_none());
 
-    until_admitted(&mut next, gw.addr(), "the next visitor is admitted into the freed place", Duration::from_secs(5)).await;
+    until_admitted(
+        &mut next,
+        gw.addr(),
+        "the next visitor is admitted into the freed place",
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(is_shop(&next.page(gw.addr()).await));
     // The ended pass no longer lets its holder skip the line.
     assert!(!is_shop(&holder.page(gw.addr()).await));
@@ -337,7 +352,13 @@ async fn abandoned_tickets_are_skipped_so_the_line_moves_for_those_still_there()
     let j = me.status(gw.addr()).await;
     assert_eq!(j["position"], 131);
     // At 1 per minute, 130 places would take two hours; the gone are skipped instead.
-    until_admitted(&mut me, gw.addr(), "the last visitor is admitted", Duration::from_secs(6)).await;
+    until_admitted(
+        &mut me,
+        gw.addr(),
+        "the last visitor is admitted",
+        Duration::from_secs(6),
+    )
+    .await;
     let s = room_state(&gw).await;
     // A few are admitted at 1/s before their block has been silent for a second.
     assert!(s["abandoned_skipped_total"].as_u64().unwrap() >= 120, "{s}");
@@ -485,9 +506,18 @@ async fn pause_stops_admissions_and_resume_restarts_them() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let j = v.status(gw.addr()).await;
     assert_eq!(j["state"], "paused");
-    assert!(j["expected_wait_seconds"].is_null(), "no promise while paused: {j}");
+    assert!(
+        j["expected_wait_seconds"].is_null(),
+        "no promise while paused: {j}"
+    );
     admin_post(&gw, "resume", "").await;
-    until_admitted(&mut v, gw.addr(), "admitted after resume", Duration::from_secs(3)).await;
+    until_admitted(
+        &mut v,
+        gw.addr(),
+        "admitted after resume",
+        Duration::from_secs(3),
+    )
+    .await;
     let s = admin_post(
         &gw,
         "settings",
@@ -658,7 +688,9 @@ fn room_config_behind_proxy(shop: SocketAddr, room: &str) -> (String, tempfile::
 fn revoked(m: &str, reason: &str) -> f64 {
     metric(
         m,
-        &format!("floodgate_waiting_room_passes_revoked_total{{reason=\"{reason}\",room=\"sale\"}}"),
+        &format!(
+            "floodgate_waiting_room_passes_revoked_total{{reason=\"{reason}\",room=\"sale\"}}"
+        ),
     )
     .unwrap_or(0.0)
 }
@@ -676,7 +708,13 @@ async fn a_replayed_ticket_gets_the_waiting_page_and_never_a_second_pass() {
     assert_eq!(v.status(gw.addr()).await["ticket"], 1);
     let ticket = v.cookie("fg_ticket_sale").unwrap();
     admin_post(&gw, "resume", "").await;
-    until_admitted(&mut v, gw.addr(), "the ticket's turn", Duration::from_secs(5)).await;
+    until_admitted(
+        &mut v,
+        gw.addr(),
+        "the ticket's turn",
+        Duration::from_secs(5),
+    )
+    .await;
     assert!(is_shop(&v.page(gw.addr()).await));
 
     // Six copies of the admitted ticket: six waiting pages, no pass.
@@ -695,7 +733,10 @@ async fn a_replayed_ticket_gets_the_waiting_page_and_never_a_second_pass() {
     assert_eq!(s["passes"], 1, "{s}");
     let m = metrics_text(&gw).await;
     assert_eq!(
-        metric(&m, "floodgate_waiting_room_ticket_replays_total{room=\"sale\"}"),
+        metric(
+            &m,
+            "floodgate_waiting_room_ticket_replays_total{room=\"sale\"}"
+        ),
         Some(6.0)
     );
 }
@@ -831,11 +872,19 @@ async fn ticket_issue_is_limited_per_ipv6_64_however_many_addresses_it_uses() {
     );
     let gw = gateway(&text).await;
     let addr = gw.addr();
-    assert!(is_shop(&Visitor::default().from(addr, "192.0.2.1", "/").await));
+    assert!(is_shop(
+        &Visitor::default().from(addr, "192.0.2.1", "/").await
+    ));
     for ip in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:aaaa::3"] {
-        assert_eq!(Visitor::default().from(addr, ip, "/").await.status, 200, "{ip}");
+        assert_eq!(
+            Visitor::default().from(addr, ip, "/").await.status,
+            200,
+            "{ip}"
+        );
     }
-    let farmed = Visitor::default().from(addr, "2001:db8:1:2::ffff", "/").await;
+    let farmed = Visitor::default()
+        .from(addr, "2001:db8:1:2::ffff", "/")
+        .await;
     assert_eq!(farmed.status, 429, "a fourth address of the same /64");
     let other = Visitor::default().from(addr, "2001:db8:1:3::1", "/").await;
     assert_eq!(other.status, 200, "another /64 has its own budget");
@@ -862,7 +911,10 @@ async fn the_pre_queue_lottery_gives_one_draw_per_client_prefix() {
     let mut honest: Vec<(Visitor, String)> = Vec::new();
     for i in 0..10 {
         let mut h = Visitor::default();
-        assert_eq!(h.status_from(addr, "198.51.100.7").await["state"], "prequeue");
+        assert_eq!(
+            h.status_from(addr, "198.51.100.7").await["state"],
+            "prequeue"
+        );
         hoard.push(h);
         let ip = format!("203.0.113.{}", i + 1);
         let mut v = Visitor::default();
@@ -876,12 +928,19 @@ async fn the_pre_queue_lottery_gives_one_draw_per_client_prefix() {
     .await;
     let mut positions = Vec::new();
     for h in &mut hoard {
-        positions.push(h.status_from(addr, "198.51.100.7").await["position"].as_u64().unwrap());
+        positions.push(
+            h.status_from(addr, "198.51.100.7").await["position"]
+                .as_u64()
+                .unwrap(),
+        );
     }
     let first = *positions.iter().min().unwrap();
     assert!(first <= 11, "{positions:?}");
     for p in positions.iter().filter(|&&p| p != first) {
-        assert!(*p > 11, "an extra ticket drew a place among the first: {positions:?}");
+        assert!(
+            *p > 11,
+            "an extra ticket drew a place among the first: {positions:?}"
+        );
     }
     let mut all = positions.clone();
     for (v, ip) in &mut honest {
@@ -927,16 +986,23 @@ async fn with_the_origin_queue_full_of_browsing_a_shopper_with_a_pass_is_served_
     .await;
     let mut browsers = Vec::new();
     for n in 1..=2 {
-        browsers.push(tokio::spawn(async move { get(addr, "/search?q=tv").await.status }));
+        browsers.push(tokio::spawn(async move {
+            get(addr, "/search?q=tv").await.status
+        }));
         let gw = &gw;
-        eventually("the browser is queued", Duration::from_secs(5), || async move {
-            depth(gw).await == n as f64
-        })
+        eventually(
+            "the browser is queued",
+            Duration::from_secs(5),
+            || async move { depth(gw).await == n as f64 },
+        )
         .await;
     }
     let a = shopper.get(addr, "/products/1", &[]).await;
     assert_eq!(a.status, 200);
-    assert!(a.text().contains("Product 1"), "the shopper reached the shop");
+    assert!(
+        a.text().contains("Product 1"),
+        "the shopper reached the shop"
+    );
     let mut statuses = Vec::new();
     for b in browsers {
         statuses.push(b.await.unwrap().as_u16());
@@ -973,7 +1039,10 @@ async fn a_restarted_gateway_keeps_everyones_place_the_active_count_and_the_pass
     let s = room_state(&gw).await;
     assert_eq!(s["active"], 1, "the shopper inside still counts: {s}");
     assert_eq!(s["waiting"], 3, "{s}");
-    assert!(is_shop(&holder.page(gw.addr()).await), "the pass is still valid");
+    assert!(
+        is_shop(&holder.page(gw.addr()).await),
+        "the pass is still valid"
+    );
     for (i, v) in line.iter_mut().enumerate() {
         assert_eq!(v.status(gw.addr()).await["position"], i as u64 + 1);
     }
@@ -999,10 +1068,14 @@ async fn abandoned_places_are_skipped_without_letting_later_visitors_past_the_li
         v.page(gw.addr()).await;
         silent.push(v);
     }
-    eventually("the silent block is skipped", Duration::from_secs(10), || async {
-        let s = room_state(&gw).await;
-        s["waiting"] == 0 && s["abandoned_skipped_total"].as_u64().unwrap() >= 3
-    })
+    eventually(
+        "the silent block is skipped",
+        Duration::from_secs(10),
+        || async {
+            let s = room_state(&gw).await;
+            s["waiting"] == 0 && s["abandoned_skipped_total"].as_u64().unwrap() >= 3
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Six more arrive and keep polling for three seconds.
@@ -1046,7 +1119,11 @@ async fn two_rooms_on_one_host_keep_their_own_cookies() {
     );
     let gw = gateway(&text).await;
     let mut v = Visitor::default();
-    assert!(v.get(gw.addr(), "/products/1", &[]).await.text().contains("Product 1"));
+    assert!(v
+        .get(gw.addr(), "/products/1", &[])
+        .await
+        .text()
+        .contains("Product 1"));
     assert_eq!(v.get(gw.addr(), "/cart", &[]).await.status, 200);
     assert!(v.has("fg_pass_sale") && v.has("fg_pass_other"));
     // Both rooms are full now; the first pass still works.
@@ -1065,13 +1142,14 @@ fn https_request(path: &str, cookie: Option<&str>) -> Request<floodgate::body::B
         b = b.header("cookie", c);
     }
     let mut req = b.body(floodgate::body::empty()).unwrap();
-    req.extensions_mut().insert(floodgate::proxy::RequestContext {
-        client_ip: "127.0.0.1".parse().unwrap(),
-        peer: "127.0.0.1:1".parse().unwrap(),
-        request_id: http::HeaderValue::from_static("t"),
-        started: Instant::now(),
-        scheme: "https",
-    });
+    req.extensions_mut()
+        .insert(floodgate::proxy::RequestContext {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            request_id: http::HeaderValue::from_static("t"),
+            started: Instant::now(),
+            scheme: "https",
+        });
     req
 }
 
@@ -1085,9 +1163,7 @@ fn layered(
 > {
     use tower::Layer;
     let origin = tower::service_fn(|_req: Request<floodgate::body::Body>| async {
-        Ok::<_, floodgate::error::GatewayError>(http::Response::new(floodgate::body::full(
-            "shop",
-        )))
+        Ok::<_, floodgate::error::GatewayError>(http::Response::new(floodgate::body::full("shop")))
     });
     floodgate::waiting_room::WaitingRoomLayer::new(room.clone()).layer(origin)
 }
@@ -1109,15 +1185,37 @@ async fn cookies_are_secure_when_the_request_came_over_https() {
     cfg.tickets_per_minute_per_client = 0;
     let room = Room::new(cfg, families.room("sale"));
     let mut svc = layered(&room);
-    let first = svc.ready().await.unwrap().call(https_request("/", None)).await.unwrap();
+    let first = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(https_request("/", None))
+        .await
+        .unwrap();
     let pass = set_cookies(&first);
-    assert!(pass[0].starts_with("fg_pass_sale=") && pass[0].ends_with("; Secure"), "{pass:?}");
-    let second = svc.ready().await.unwrap().call(https_request("/", None)).await.unwrap();
+    assert!(
+        pass[0].starts_with("fg_pass_sale=") && pass[0].ends_with("; Secure"),
+        "{pass:?}"
+    );
+    let second = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(https_request("/", None))
+        .await
+        .unwrap();
     let ticket = set_cookies(&second);
-    assert!(ticket[0].starts_with("fg_ticket_sale=") && ticket[0].ends_with("; Secure"), "{ticket:?}");
+    assert!(
+        ticket[0].starts_with("fg_ticket_sale=") && ticket[0].ends_with("; Secure"),
+        "{ticket:?}"
+    );
     // Over plain HTTP, no `Secure` (the browser would drop the cookie).
     let mut plain = https_request("/", None);
-    plain.extensions_mut().get_mut::<floodgate::proxy::RequestContext>().unwrap().scheme = "http";
+    plain
+        .extensions_mut()
+        .get_mut::<floodgate::proxy::RequestContext>()
+        .unwrap()
+        .scheme = "http";
     let third = svc.ready().await.unwrap().call(plain).await.unwrap();
     assert!(set_cookies(&third).iter().all(|c| !c.contains("Secure")));
 }
@@ -1136,7 +1234,13 @@ async fn a_backward_wall_clock_step_does_not_freeze_admissions() {
     let mut svc = layered(&room);
     let mut tickets = Vec::new();
     for _ in 0..20 {
-        let resp = svc.ready().await.unwrap().call(https_request("/", None)).await.unwrap();
+        let resp = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(https_request("/", None))
+            .await
+            .unwrap();
         let c = set_cookies(&resp)[0].split(';').next().unwrap().to_string();
         tickets.push(c);
     }
@@ -1150,7 +1254,8 @@ async fn a_backward_wall_clock_step_does_not_freeze_admissions() {
     let mut admitted = 0;
     for c in &tickets {
         let mut req = https_request("/", Some(c));
-        req.headers_mut().insert("x-floodgate-poll", "1".parse().unwrap());
+        req.headers_mut()
+            .insert("x-floodgate-poll", "1".parse().unwrap());
         let resp = svc.ready().await.unwrap().call(req).await.unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let j: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -341,23 +341,48 @@ pub fn compile(key: &str, raw: &RawWaitingRoom, errors: &mut Vec<KeyError>) -> R
 }
 
 /// Client prefixes, sharing limits and the state directory.
-fn compile_client_keys(raw: &RawWaitingRoom, cfg: &mut RoomConfig, add: &mut impl FnMut(&str, String)) {
+fn compile_client_keys(
+    raw: &RawWaitingRoom,
+    cfg: &mut RoomConfig,
+    add: &mut impl FnMut(&str, String),
+) {
     for (k, v, max, out) in [
-        ("client_prefix_ipv4", raw.client_prefix_ipv4, 32, &mut cfg.client_prefix_ipv4),
-        ("client_prefix_ipv6", raw.client_prefix_ipv6, 128, &mut cfg.client_prefix_ipv6),
+        (
+            "client_prefix_ipv4",
+            raw.client_prefix_ipv4,
+            32,
+            &mut cfg.client_prefix_ipv4,
+        ),
+        (
+            "client_prefix_ipv6",
+            raw.client_prefix_ipv6,
+            128,
+            &mut cfg.client_prefix_ipv6,
+        ),
     ] {
         match v {
             None => {}
-            Some(n) if !(1..=max).contains(&n) => {
-                add(k, format!("must be a prefix length from 1 to {max}, got {n}"))
-            }
+            Some(n) if !(1..=max).contains(&n) => add(
+                k,
+                format!("must be a prefix length from 1 to {max}, got {n}"),
+            ),
             Some(n) => *out = n as u8,
         }
     }
     let max_prefixes = super::state::MAX_PASS_PREFIXES as i64;
     for (k, v, max, out) in [
-        ("pass_requests_per_second", raw.pass_requests_per_second, 100_000, &mut cfg.pass_requests_per_second),
-        ("pass_prefixes_per_minute", raw.pass_prefixes_per_minute, max_prefixes, &mut cfg.pass_prefixes_per_minute),
+        (
+            "pass_requests_per_second",
+            raw.pass_requests_per_second,
+            100_000,
+            &mut cfg.pass_requests_per_second,
+        ),
+        (
+            "pass_prefixes_per_minute",
+            raw.pass_prefixes_per_minute,
+            max_prefixes,
+            &mut cfg.pass_prefixes_per_minute,
+        ),
     ] {
         match v {
             None => {}
@@ -372,7 +397,10 @@ fn compile_client_keys(raw: &RawWaitingRoom, cfg: &mut RoomConfig, add: &mut imp
         if d.is_empty() {
             add("state_dir", "must name a directory".into());
         } else if !path.is_dir() {
-            add("state_dir", format!("{d:?} is not a directory (create it first)"));
+            add(
+                "state_dir",
+                format!("{d:?} is not a directory (create it first)"),
+            );
         } else {
             cfg.state_dir = Some(path);
         }

@@ -227,7 +227,11 @@ impl Room {
     }
 
     /// A room on the given clock; its line is read from the state file if any.
-    pub fn with_clock(config: RoomConfig, metrics: RoomMetrics, clock: Arc<dyn Clock>) -> Arc<Room> {
+    pub fn with_clock(
+        config: RoomConfig,
+        metrics: RoomMetrics,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Room> {
         let line = initial_line(&config, clock.now());
         let reported = (line.admitted_total, line.skipped_total);
         let room = Arc::new(Room {
@@ -328,7 +332,11 @@ impl Room {
             IpAddr::V6(v6) => {
                 let bits = u128::from(v6);
                 let len = cfg.client_prefix_ipv6.min(128) as u32;
-                let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - len)
+                };
                 bits & mask
             }
         };

@@ -104,9 +104,11 @@ where
         // higher-ranked Send check on the boxed body's error type (rust#102211).
         match decision {
             Decision::Answer(resp) => Box::pin(async move { Ok(resp) }),
-            Decision::Through { pass_cookie } => Box::pin(inner.call(req).map(move |r| {
-                r.map(|resp| through(resp, &room, pass_cookie.as_deref(), secure))
-            })),
+            Decision::Through { pass_cookie } => {
+                Box::pin(inner.call(req).map(move |r| {
+                    r.map(|resp| through(resp, &room, pass_cookie.as_deref(), secure))
+                }))
+            }
             Decision::Pass { token, cookies } => {
                 req.extensions_mut().insert(Admitted);
                 Box::pin(
@@ -133,13 +135,13 @@ fn through(
     pass_cookie: Option<&str>,
     secure: bool,
 ) -> Response<Body> {
-    let Some(v) = resp.headers_mut().remove(SESSION_HEADER) else {
+    let Some(v) = take_session_directive(&mut resp) else {
         return resp;
     };
     let cfg = room.config();
     let now = room.now();
-    let pass = pass_cookie
-        .and_then(|c| Token::verify(c, &cfg.keys, &cfg.name, Kind::Pass, now.wall_ms));
+    let pass =
+        pass_cookie.and_then(|c| Token::verify(c, &cfg.keys, &cfg.name, Kind::Pass, now.wall_ms));
     if let Some(c) = pass.and_then(|p| session_directive(room, v, p, secure)) {
         resp.headers_mut().append(SET_COOKIE, c);
     }
@@ -154,7 +156,7 @@ fn finish(
     pass: Token,
     secure: bool,
 ) -> Response<Body> {
-    if let Some(v) = resp.headers_mut().remove(SESSION_HEADER) {
+    if let Some(v) = take_session_directive(&mut resp) {
         if let Some(c) = session_directive(room, v, pass, secure) {
             // The origin's word replaces the renewal we were about to send.
             let name = format!("{}=", room.cookies.1);
@@ -166,6 +168,21 @@ fn finish(
         resp.headers_mut().append(SET_COOKIE, c);
     }
     resp
+}
+
+/// Removes the origin's session header; returns it only if the origin wrote it for
+/// this request. A stored copy (a cache hit, a collapsed or stale answer) speaks for
+/// the shopper it was first fetched for, never for this one.
+fn take_session_directive(resp: &mut Response<Body>) -> Option<HeaderValue> {
+    let v = resp.headers_mut().remove(SESSION_HEADER)?;
+    let fresh_from_origin = resp
+        .headers()
+        .get(&crate::cache::service::CACHE_STATUS)
+        .and_then(|c| c.to_str().ok())
+        .map_or(true, |c| {
+            c.contains("fwd=") && !c.contains("collapsed") && !c.contains("fwd=stale")
+        });
+    fresh_from_origin.then_some(v)
 }
 
 /// Applies `X-Floodgate-Session: end | extend=DURATION` and returns the pass cookie.
@@ -369,7 +386,9 @@ impl Visit<'_> {
                 poll_after: 60,
                 opens_at_ms: cfg.opens_at,
             };
-            return Ok(Decision::Answer(sold_out(&cfg, self.lang, self.json, &facts)));
+            return Ok(Decision::Answer(sold_out(
+                &cfg, self.lang, self.json, &facts,
+            )));
         }
         if let Some(pfx) = self.prefix {
             if !room
@@ -394,12 +413,19 @@ impl Visit<'_> {
             // The line may have room and budget right now: no need to wait for a tick.
             line.advance(now);
         }
-        if line.standing(issued.ticket) == Standing::Admitted && line.claim(issued.ticket).is_ok()
-        {
+        if line.standing(issued.ticket) == Standing::Admitted && line.claim(issued.ticket).is_ok() {
             return Ok(self.new_pass(&mut line, issued.ticket, now.wall_ms, Vec::new()));
         }
         let standing = line.standing(issued.ticket);
-        let facts = facts_of(room, &line, &cfg, issued.ticket, issued.front, standing, now);
+        let facts = facts_of(
+            room,
+            &line,
+            &cfg,
+            issued.ticket,
+            issued.front,
+            standing,
+            now,
+        );
         drop(line);
         let ticket = Token {
             kind: Kind::Ticket,
@@ -590,6 +616,31 @@ mod tests {
     use super::*;
     use crate::waiting_room::metrics::Families;
     use crate::waiting_room::state::Now;
+
+    #[test]
+    fn a_session_header_from_a_stored_copy_is_removed_and_never_obeyed() {
+        for (status, obeyed) in [
+            (None, true),
+            (Some("floodgate; fwd=uri-miss; stored"), true),
+            (Some("floodgate; hit; ttl=3"), false),
+            (Some("floodgate; fwd=uri-miss; collapsed"), false),
+            (Some("floodgate; fwd=stale; fwd-status=502"), false),
+        ] {
+            let mut resp = Response::new(body::empty());
+            resp.headers_mut()
+                .insert(SESSION_HEADER, HeaderValue::from_static("end"));
+            if let Some(c) = status {
+                resp.headers_mut()
+                    .insert(&crate::cache::service::CACHE_STATUS, c.parse().unwrap());
+            }
+            assert_eq!(
+                take_session_directive(&mut resp).is_some(),
+                obeyed,
+                "{status:?}"
+            );
+            assert!(!resp.headers().contains_key(SESSION_HEADER));
+        }
+    }
 
     #[test]
     fn the_facts_carry_people_ahead_at_arrival_and_say_paused_without_a_wait() {

@@ -831,13 +831,9 @@ impl Line {
 
     fn is_issued(&self, t: u64) -> bool {
         if t > SECONDARY_BASE {
-            return self
-                .prequeue
-                .is_some_and(|(_, s)| t - SECONDARY_BASE <= s);
+            return self.prequeue.is_some_and(|(_, s)| t - SECONDARY_BASE <= s);
         }
-        t >= 1
-            && t < self.next_ticket
-            && !self.hole.is_some_and(|(a, b)| (a..=b).contains(&t))
+        t >= 1 && t < self.next_ticket && !self.hole.is_some_and(|(a, b)| (a..=b).contains(&t))
     }
 
     /// The last position that may hold an issued ticket: the last ticket's, or in
@@ -884,7 +880,9 @@ impl Line {
             return unpermute(&self.perm_key, 0, pn, p - 1) + 1;
         }
         if p <= pn + sn {
-            return SECONDARY_BASE + unpermute(&self.perm_key, SECONDARY_DOMAIN, sn, p - pn - 1) + 1;
+            return SECONDARY_BASE
+                + unpermute(&self.perm_key, SECONDARY_DOMAIN, sn, p - pn - 1)
+                + 1;
         }
         let u = p - pn - sn - 1;
         if self.settings.mode == Mode::Random {
@@ -1271,17 +1269,32 @@ mod tests {
         let mut line = Line::new(s, [1; 16]);
         line.pass_started(1, 60_000);
         for _ in 0..3 {
-            assert_eq!(line.check_pass(1, 60_000, at(500), Some(9)), PassCheck::Valid);
+            assert_eq!(
+                line.check_pass(1, 60_000, at(500), Some(9)),
+                PassCheck::Valid
+            );
         }
         assert_eq!(
             line.check_pass(1, 60_000, at(900), Some(9)),
             PassCheck::Shared(SharingLimit::RequestRate)
         );
-        assert_eq!(line.check_pass(1, 60_000, at(5000), Some(9)), PassCheck::Revoked);
+        assert_eq!(
+            line.check_pass(1, 60_000, at(5000), Some(9)),
+            PassCheck::Revoked
+        );
         line.pass_started(2, 60_000);
-        assert_eq!(line.check_pass(2, 60_000, at(1000), Some(1)), PassCheck::Valid);
-        assert_eq!(line.check_pass(2, 60_000, at(2000), Some(2)), PassCheck::Valid);
-        assert_eq!(line.check_pass(2, 60_000, at(3000), Some(1)), PassCheck::Valid);
+        assert_eq!(
+            line.check_pass(2, 60_000, at(1000), Some(1)),
+            PassCheck::Valid
+        );
+        assert_eq!(
+            line.check_pass(2, 60_000, at(2000), Some(2)),
+            PassCheck::Valid
+        );
+        assert_eq!(
+            line.check_pass(2, 60_000, at(3000), Some(1)),
+            PassCheck::Valid
+        );
         assert_eq!(
             line.check_pass(2, 60_000, at(4000), Some(3)),
             PassCheck::Shared(SharingLimit::Prefixes)
@@ -1397,7 +1410,11 @@ mod tests {
                 wall_ms: 1_700_000_000_000 - 3_600_000 + ms,
             });
         }
-        assert!(line.admitted_total >= before + 15, "{}", line.admitted_total);
+        assert!(
+            line.admitted_total >= before + 15,
+            "{}",
+            line.admitted_total
+        );
         assert_eq!(line.standing(ts[10]), Standing::Admitted);
     }
 
@@ -1439,7 +1456,10 @@ mod tests {
         let achieved = full.measured_rate();
         assert!((achieved - 4.0 / 60.0).abs() < 0.02, "{achieved}");
         let last = *shown.last().unwrap();
-        assert!((120..=250).contains(&last), "{last} s for 11 places at 4/min");
+        assert!(
+            (120..=250).contains(&last),
+            "{last} s for 11 places at 4/min"
+        );
         for w in shown.windows(2).skip(3) {
             let ratio = w[1].max(w[0]) as f64 / w[1].min(w[0]).max(1) as f64;
             assert!(ratio < 2.0, "swing {w:?} in {shown:?}");

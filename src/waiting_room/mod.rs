@@ -149,6 +149,7 @@ pub struct Room {
     /// Set at shutdown, after the last write: nothing writes the state file again.
     stopped: AtomicBool,
     persist_failing: AtomicBool,
+    persisting: Mutex<()>,
 }
 
 /// Predicted-minus-actual wait of admitted visitors, summed (for the admin view).
@@ -248,6 +249,7 @@ impl Room {
             ticks: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             persist_failing: AtomicBool::new(false),
+            persisting: Mutex::new(()),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(ticker(Arc::downgrade(&room)));
@@ -277,26 +279,25 @@ impl Room {
         self.clock.now()
     }
 
-    /// Runs one tick now: admissions, expiries, metrics; the state file every
-    /// [`PERSIST_EVERY`].
-    pub fn tick(&self) {
+    /// Runs one tick now: admissions, expiries, metrics. Returns whether the state
+    /// file is due (every [`PERSIST_EVERY`]).
+    pub fn tick(&self) -> bool {
         let now = self.now();
-        {
-            let mut line = self.line();
-            line.advance(now);
-            self.report(&line);
-        }
+        let mut line = self.line();
+        line.advance(now);
+        self.report(&line);
         let every = (PERSIST_EVERY.as_millis() / TICK.as_millis()).max(1) as u64;
-        if self.ticks.fetch_add(1, Ordering::Relaxed) % every == every - 1 {
-            self.persist();
-        }
+        self.ticks.fetch_add(1, Ordering::Relaxed) % every == every - 1
     }
 
-    /// Writes the line to the state file (if the room has one).
+    /// Writes the line to the state file (if the room has one). Blocking (it syncs the
+    /// file): the ticker runs it off the runtime's workers.
     pub fn persist(&self) {
         let Some(path) = self.config().state_file() else {
             return;
         };
+        // One writer at a time: the ticker and shutdown share the temporary file.
+        let _writing = self.persisting.lock().unwrap_or_else(|e| e.into_inner());
         if self.stopped.load(Ordering::Acquire) {
             return;
         }
@@ -316,6 +317,7 @@ impl Room {
     /// At shutdown: writes the line one last time and stops writing it.
     pub fn shutdown(&self) {
         self.persist();
+        let _writing = self.persisting.lock().unwrap_or_else(|e| e.into_inner());
         self.stopped.store(true, Ordering::Release);
     }
 
@@ -403,7 +405,9 @@ async fn ticker(room: Weak<Room>) {
         every.tick().await;
         // The room is gone when no compiled config holds it any more.
         let Some(room) = room.upgrade() else { return };
-        room.tick();
+        if room.tick() && room.config().state_dir.is_some() {
+            let _ = tokio::task::spawn_blocking(move || room.persist()).await;
+        }
     }
 }
 

@@ -68,8 +68,9 @@ async fn main() {
             issued_ms: now,
             expires_ms: now + 3_600_000,
             extra: 0,
+            id: 0,
         };
-        format!("fg_ticket={}", tok.sign(&keys))
+        format!("fg_ticket_sale={}", tok.sign(&keys))
     };
     let polls = 100_000u64;
     let started = Instant::now();
@@ -99,7 +100,7 @@ async fn main() {
 /// predicted = midpoint of the range shown at issue (measured rate), actual = time to
 /// admission.
 fn steady_state() {
-    use floodgate::waiting_room::state::{Line, LineSettings, Standing};
+    use floodgate::waiting_room::state::{Line, LineSettings, Now, Standing};
     use floodgate::waiting_room::Mode;
     let mut line = Line::new(
         LineSettings {
@@ -109,14 +110,20 @@ fn steady_state() {
             abandon_after_ms: 3_600_000,
             opens_at_ms: None,
             mode: Mode::Fifo,
+            pass_requests_per_second: 0,
+            pass_prefixes_per_minute: 0,
         },
         [9; 16],
     );
     let mut waiting: std::collections::VecDeque<(u64, u64, f64)> = Default::default();
     let (mut n, mut sum, mut sum_abs) = (0u64, 0.0, 0.0);
     let mut carry = 0.0;
+    let at = |ms: u64| Now {
+        mono_ms: ms,
+        wall_ms: 1_700_000_000_000 + ms,
+    };
     for _ in 0..600 {
-        let t = line.issue(0);
+        let t = line.issue(at(0), None).ticket;
         waiting.push_back((t, 0, f64::NAN));
     }
     let mut now = 0u64;
@@ -125,15 +132,15 @@ fn steady_state() {
         carry += 10.0 * 0.05;
         while carry >= 1.0 {
             carry -= 1.0;
-            let t = line.issue(now);
+            let t = line.issue(at(now), None).ticket;
             let ahead = match line.standing(t) {
                 Standing::Waiting { ahead } => ahead,
                 _ => 0,
             };
-            let (lo, hi) = line.expected_wait(ahead);
+            let (lo, hi) = line.expected_wait(ahead).unwrap_or((0, 0));
             waiting.push_back((t, now, (lo + hi) as f64 / 2.0));
         }
-        line.advance(now);
+        line.advance(at(now));
         while let Some(&(t, at, predicted)) = waiting.front() {
             if line.standing(t) != Standing::Admitted {
                 break;

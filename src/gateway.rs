@@ -223,6 +223,10 @@ impl Gateway {
         if !clean {
             tracing::warn!(grace = ?self.grace, "shutdown grace expired with requests still in flight");
         }
+        // Once no request can change it any more: the line's last word to its file.
+        for room in &self.shared.current.load().waiting_rooms {
+            room.shutdown();
+        }
         clean
     }
 }

@@ -369,7 +369,7 @@ async fn a_waiting_room_pass_handed_out_over_tls_is_a_secure_cookie() {
             .get_all("set-cookie")
             .iter()
             .map(|v| v.to_str().unwrap().to_string())
-            .find(|c| c.starts_with("fg_pass="))
+            .find(|c| c.starts_with("fg_pass_sale="))
             .unwrap_or_else(|| panic!("no pass in {:?}", a.headers))
     };
 

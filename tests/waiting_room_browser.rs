@@ -429,6 +429,6 @@ async fn a_browser_solves_the_proof_of_work_and_gets_its_place_in_line_in_french
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert!(names.contains(&"fg_ticket"), "{names:?}");
+    assert!(names.contains(&"fg_ticket_sale"), "{names:?}");
     assert_eq!(shop.stats.path_count("/products/7"), 0, "still in line");
 }

@@ -68,15 +68,15 @@ async fn without_a_solution_a_visitor_gets_no_ticket_and_with_one_gets_a_ticket(
     assert_eq!(j["state"], "challenge");
     assert_eq!(j["ticket"], serde_json::Value::Null);
     assert_eq!(j["challenge"]["difficulty_bits"], 10);
-    assert_eq!(sets_cookie(&ask, "fg_ticket"), None);
-    assert_eq!(sets_cookie(&ask, "fg_pass"), None);
+    assert_eq!(sets_cookie(&ask, "fg_ticket_sale"), None);
+    assert_eq!(sets_cookie(&ask, "fg_pass_sale"), None);
     assert_eq!(shop.stats.path_count("/products/1"), 0);
 
     // Solved: the first visitor goes straight in (the room has a free place).
     let solution = pow::solve(j["challenge"]["value"].as_str().unwrap()).unwrap();
     let inside = visit(gw.addr(), &[("x-floodgate-pow", &solution)]).await;
     assert!(inside.text().contains("Product 1"), "{}", inside.text());
-    assert!(sets_cookie(&inside, "fg_pass").is_some());
+    assert!(sets_cookie(&inside, "fg_pass_sale").is_some());
     assert_eq!(shop.stats.path_count("/products/1"), 1);
 
     // The room is full now. A wrong nonce, or the first visitor's solution replayed,
@@ -95,7 +95,7 @@ async fn without_a_solution_a_visitor_gets_no_ticket_and_with_one_gets_a_ticket(
         }
         let a = visit(gw.addr(), &[JSON, ("x-floodgate-pow", answer)]).await;
         assert_eq!(a.json()["state"], "challenge", "{what}");
-        assert_eq!(sets_cookie(&a, "fg_ticket"), None, "{what}");
+        assert_eq!(sets_cookie(&a, "fg_ticket_sale"), None, "{what}");
     }
     // The cookie the page's script writes works like the header: a ticket, place 1.
     let cookie = format!("{}={good}", pow::cookie_name("sale"));
@@ -104,7 +104,7 @@ async fn without_a_solution_a_visitor_gets_no_ticket_and_with_one_gets_a_ticket(
     assert_eq!(w["state"], "waiting", "{w}");
     assert_eq!(w["position"], 1);
     assert_eq!(w["ahead_at_arrival"], 0);
-    assert!(sets_cookie(&waiting, "fg_ticket").is_some());
+    assert!(sets_cookie(&waiting, "fg_ticket_sale").is_some());
     assert_eq!(
         shop.stats.path_count("/products/1"),
         1,
@@ -139,7 +139,7 @@ async fn a_visitor_without_javascript_gets_a_ticket_after_the_no_script_delay_on
     // Back too early (a script that does not wait): still the challenge, no ticket.
     let early = visit(gw.addr(), &[JSON, ("cookie", &cookie)]).await;
     assert_eq!(early.json()["state"], "challenge");
-    assert_eq!(sets_cookie(&early, "fg_ticket"), None);
+    assert_eq!(sets_cookie(&early, "fg_ticket_sale"), None);
 
     // After the delay, what the meta refresh brings back: a place (the first one goes
     // straight in).
@@ -161,7 +161,7 @@ async fn without_proof_of_work_configured_a_visitor_gets_a_ticket_at_once() {
     assert!(first.text().contains("Product 1"));
     let second = visit(gw.addr(), &[JSON]).await;
     assert_eq!(second.json()["state"], "waiting");
-    assert!(sets_cookie(&second, "fg_ticket").is_some());
+    assert!(sets_cookie(&second, "fg_ticket_sale").is_some());
 }
 
 #[tokio::test]

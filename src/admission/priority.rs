@@ -86,11 +86,15 @@ impl PriorityRule {
     }
 }
 
-/// The class of a request: its `Priority` extension if a layer set one, else the first
-/// matching rule, else `normal`.
+/// The class of a request: its `Priority` extension if a layer set one, else `high`
+/// for a shopper the waiting room admitted (a pass holder is never shed for browsing),
+/// else the first matching rule, else `normal`.
 pub fn classify<B>(rules: &[PriorityRule], req: &Request<B>) -> Priority {
     if let Some(p) = req.extensions().get::<Priority>() {
         return *p;
+    }
+    if crate::waiting_room::is_admitted(req) {
+        return Priority::High;
     }
     let path = req.uri().path();
     rules
@@ -146,6 +150,14 @@ mod tests {
             classify(&rules, &req(Method::GET, "/products/1")),
             Priority::Normal
         );
+    }
+
+    #[test]
+    fn a_request_the_waiting_room_admitted_is_high_whatever_the_rules() {
+        let rules = vec![rule(Some("/search"), &[], Priority::Low)];
+        let mut r = req(Method::GET, "/search");
+        r.extensions_mut().insert(crate::waiting_room::Admitted);
+        assert_eq!(classify(&rules, &r), Priority::High);
     }
 
     #[test]

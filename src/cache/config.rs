@@ -30,12 +30,10 @@ pub const DEFAULT_STALE_IF_ERROR: Duration = Duration::ZERO;
 /// `CDN-Cache-Control`: lets an origin behind floodgate and a CDN tell each its own
 /// policy. Named after the product, as Fastly's and Akamai's are.
 pub const DEFAULT_TARGETED_FIELD: &str = "floodgate-cache-control";
-/// Cookies floodgate sets itself (the waiting room's ticket and pass): they say nothing
-/// about the shopper to the origin, so they never make a request personal.
-pub const OWN_COOKIES: [&str; 2] = [
-    crate::waiting_room::token::TICKET_COOKIE,
-    crate::waiting_room::token::PASS_COOKIE,
-];
+/// Cookies floodgate sets itself (the waiting room's ticket, pass and proof of work,
+/// each named `<prefix>_<room>`): they say nothing about the shopper to the origin, so
+/// they never make a request personal.
+pub const OWN_COOKIE_PREFIXES: [&str; 3] = ["fg_ticket_", "fg_pass_", "fg_pow_"];
 /// Long enough that the crowd behind an uncacheable URL does not queue behind each
 /// other's fetches, short enough that a URL that becomes cacheable is soon cached.
 pub const DEFAULT_HIT_FOR_MISS_TTL: Duration = Duration::from_secs(10);
@@ -101,8 +99,8 @@ pub struct IgnoredCookies {
 impl Default for IgnoredCookies {
     fn default() -> Self {
         IgnoredCookies {
-            exact: OWN_COOKIES.iter().map(|&c| c.into()).collect(),
-            prefixes: Vec::new(),
+            exact: Vec::new(),
+            prefixes: OWN_COOKIE_PREFIXES.iter().map(|&c| c.into()).collect(),
         }
     }
 }

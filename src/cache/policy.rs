@@ -762,11 +762,14 @@ mod tests {
     fn ignored_and_own_cookies_do_not_make_a_request_personal() {
         let ignore = IgnoredCookies::default();
         assert_eq!(
-            personal(&h(&[("cookie", "fg_pass=x")]), &ignore),
+            personal(
+                &h(&[("cookie", "fg_pass_sale=x; fg_ticket_sale=y; fg_pow_sale=z")]),
+                &ignore
+            ),
             Personal::No
         );
         assert_eq!(
-            personal(&h(&[("cookie", "fg_pass=x; sid=1")]), &ignore),
+            personal(&h(&[("cookie", "fg_pass_sale=x; sid=1")]), &ignore),
             Personal::Cookie
         );
         assert_eq!(personal(&h(&[("cookie", " ; ")]), &ignore), Personal::No);

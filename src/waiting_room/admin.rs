@@ -25,7 +25,11 @@ struct Settings {
 pub fn view(room: &Room) -> serde_json::Value {
     let line = room.line();
     let est = room.estimate_stats();
-    let (low, high) = line.expected_wait(line.waiting());
+    // Like the visitors' page: no expected wait while paused.
+    let wait = line
+        .expected_wait(line.waiting())
+        .filter(|_| !line.paused)
+        .map(|(low, high)| serde_json::json!({"low": low, "high": high}));
     serde_json::json!({
         "name": room.name,
         "mode": line.settings.mode.as_str(),
@@ -34,13 +38,14 @@ pub fn view(room: &Room) -> serde_json::Value {
         "waiting": line.waiting(),
         "active": line.active(),
         "passes": line.passes(),
+        "revoked_passes": line.revoked(),
         "active_users": line.settings.active_users,
         "new_users_per_minute": line.settings.new_users_per_minute,
         "admitted_total": line.admitted_total,
         "tickets_issued_total": line.issued_total,
         "abandoned_skipped_total": line.skipped_total,
         "measured_rate_per_second": line.measured_rate(),
-        "expected_wait_seconds": {"low": low, "high": high},
+        "expected_wait_seconds": wait,
         "estimate_error_seconds": {
             "count": est.count,
             "mean": if est.count > 0 { est.sum / est.count as f64 } else { 0.0 },

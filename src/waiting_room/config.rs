@@ -21,6 +21,17 @@ pub const DEFAULT_ABANDON_AFTER: Duration = Duration::from_secs(60);
 /// Tickets one client address may take per minute. A household or an office behind
 /// one NAT opens a few tabs and devices; a farm asking for thousands is refused.
 pub const DEFAULT_TICKETS_PER_MINUTE_PER_CLIENT: u32 = 60;
+/// IPv4 clients are told apart by their whole address: a /24 can be a whole campus or
+/// carrier NAT, and one address already stands for a household.
+pub const DEFAULT_CLIENT_PREFIX_IPV4: u8 = 32;
+/// IPv6 clients by their /64: one subscriber gets at least a /64 and may pick any of
+/// its 2^64 addresses, so counting full addresses would count nothing.
+pub const DEFAULT_CLIENT_PREFIX_IPV6: u8 = 64;
+/// Sharing limits are off unless asked for: a page that loads its assets through the
+/// room makes dozens of requests per second, and phones change networks.
+pub const DEFAULT_PASS_REQUESTS_PER_SECOND: u32 = 0;
+/// See [`DEFAULT_PASS_REQUESTS_PER_SECOND`].
+pub const DEFAULT_PASS_PREFIXES_PER_MINUTE: u32 = 0;
 
 /// `[[waiting_room]]` as written. Times and durations stay strings so `compile` can
 /// report every mistake with its key path.
@@ -44,6 +55,11 @@ pub struct RawWaitingRoom {
     pub abandon_after: Option<String>,
     pub ticket_ttl: Option<String>,
     pub tickets_per_minute_per_client: Option<i64>,
+    pub client_prefix_ipv4: Option<i64>,
+    pub client_prefix_ipv6: Option<i64>,
+    pub pass_requests_per_second: Option<i64>,
+    pub pass_prefixes_per_minute: Option<i64>,
+    pub state_dir: Option<String>,
     // === page and proof of work (page.rs, pow.rs) ===
     pub portal_name: Option<String>,
     pub logo_url: Option<String>,
@@ -109,8 +125,20 @@ pub struct RoomConfig {
     pub abandon_after: Duration,
     /// A ticket older than this counts as no ticket.
     pub ticket_ttl: Duration,
-    /// Ticket issue limit per client address per minute (0: no limit).
+    /// Ticket issue limit per client prefix per minute (0: no limit).
     pub tickets_per_minute_per_client: u32,
+    /// IPv4 prefix length that makes one client (issue limit, lottery, sharing).
+    pub client_prefix_ipv4: u8,
+    /// IPv6 prefix length that makes one client.
+    pub client_prefix_ipv6: u8,
+    /// A pass used more often than this per second is revoked (0: no limit).
+    pub pass_requests_per_second: u32,
+    /// A pass used from more client prefixes than this per minute is revoked (0: no
+    /// limit; at most [`super::state::MAX_PASS_PREFIXES`]).
+    pub pass_prefixes_per_minute: u32,
+    /// Where the line is saved (local state: every second and at shutdown) and read
+    /// back at start; none: the line starts empty.
+    pub state_dir: Option<std::path::PathBuf>,
     /// Proof of work asked before a ticket (`proof_of_work`); None: off, the default.
     pub proof_of_work: Option<Arc<super::pow::ProofOfWork>>,
 }
@@ -134,8 +162,20 @@ impl RoomConfig {
             abandon_after: DEFAULT_ABANDON_AFTER,
             ticket_ttl: DEFAULT_TICKET_TTL,
             tickets_per_minute_per_client: DEFAULT_TICKETS_PER_MINUTE_PER_CLIENT,
+            client_prefix_ipv4: DEFAULT_CLIENT_PREFIX_IPV4,
+            client_prefix_ipv6: DEFAULT_CLIENT_PREFIX_IPV6,
+            pass_requests_per_second: DEFAULT_PASS_REQUESTS_PER_SECOND,
+            pass_prefixes_per_minute: DEFAULT_PASS_PREFIXES_PER_MINUTE,
+            state_dir: None,
             proof_of_work: None,
         }
+    }
+
+    /// The state file of this room under `state_dir`, if any.
+    pub fn state_file(&self) -> Option<std::path::PathBuf> {
+        self.state_dir
+            .as_ref()
+            .map(|d| d.join(format!("waiting-room-{}.json", self.name)))
     }
 
     /// Whether the room guards this path.
@@ -303,6 +343,7 @@ pub fn compile(key: &str, raw: &RawWaitingRoom, errors: &mut Vec<KeyError>) -> R
         ),
         Some(n) => cfg.tickets_per_minute_per_client = n.min(u32::MAX as i64) as u32,
     }
+    compile_client_keys(raw, &mut cfg, &mut add);
     // === page and proof of work: compiled by page.rs and pow.rs ===
     let branding = super::page::Branding::compile(
         key,
@@ -319,6 +360,73 @@ pub fn compile(key: &str, raw: &RawWaitingRoom, errors: &mut Vec<KeyError>) -> R
         ))
     });
     cfg
+}
+
+/// Client prefixes, sharing limits and the state directory.
+fn compile_client_keys(
+    raw: &RawWaitingRoom,
+    cfg: &mut RoomConfig,
+    add: &mut impl FnMut(&str, String),
+) {
+    for (k, v, max, out) in [
+        (
+            "client_prefix_ipv4",
+            raw.client_prefix_ipv4,
+            32,
+            &mut cfg.client_prefix_ipv4,
+        ),
+        (
+            "client_prefix_ipv6",
+            raw.client_prefix_ipv6,
+            128,
+            &mut cfg.client_prefix_ipv6,
+        ),
+    ] {
+        match v {
+            None => {}
+            Some(n) if !(1..=max).contains(&n) => add(
+                k,
+                format!("must be a prefix length from 1 to {max}, got {n}"),
+            ),
+            Some(n) => *out = n as u8,
+        }
+    }
+    let max_prefixes = super::state::MAX_PASS_PREFIXES as i64;
+    for (k, v, max, out) in [
+        (
+            "pass_requests_per_second",
+            raw.pass_requests_per_second,
+            100_000,
+            &mut cfg.pass_requests_per_second,
+        ),
+        (
+            "pass_prefixes_per_minute",
+            raw.pass_prefixes_per_minute,
+            max_prefixes,
+            &mut cfg.pass_prefixes_per_minute,
+        ),
+    ] {
+        match v {
+            None => {}
+            Some(n) if !(0..=max).contains(&n) => {
+                add(k, format!("must be 0 (no limit) to {max}, got {n}"))
+            }
+            Some(n) => *out = n as u32,
+        }
+    }
+    if let Some(d) = &raw.state_dir {
+        let path = std::path::PathBuf::from(d);
+        if d.is_empty() {
+            add("state_dir", "must name a directory".into());
+        } else if !path.is_dir() {
+            add(
+                "state_dir",
+                format!("{d:?} is not a directory (create it first)"),
+            );
+        } else {
+            cfg.state_dir = Some(path);
+        }
+    }
 }
 
 fn rfc3339_ms(v: &toml::Value) -> Result<u64, String> {

@@ -21,7 +21,12 @@ pub struct Families {
     skipped: IntCounterVec,
     expected_wait: GaugeVec,
     estimate_error: HistogramVec,
+    revoked: IntCounterVec,
+    replays: IntCounterVec,
 }
+
+/// Why a pass was revoked (the `reason` label).
+pub const REVOKE_REASONS: [&str; 3] = ["origin_end", "shared_request_rate", "shared_prefixes"];
 
 impl Families {
     /// Creates the families and registers them in `registry`.
@@ -66,6 +71,18 @@ impl Families {
                 &["room"],
             )
             .expect("metric"),
+            revoked: IntCounterVec::new(
+                Opts::new(
+                    "floodgate_waiting_room_passes_revoked_total",
+                    "Passes revoked: ended by the origin, or used past a sharing limit",
+                ),
+                &["room", "reason"],
+            )
+            .expect("metric"),
+            replays: c(
+                "floodgate_waiting_room_ticket_replays_total",
+                "Tickets presented again after being exchanged for a pass (refused)",
+            ),
         };
         for m in [
             Box::new(f.waiting.clone()) as Box<dyn prometheus::core::Collector>,
@@ -75,6 +92,8 @@ impl Families {
             Box::new(f.skipped.clone()),
             Box::new(f.expected_wait.clone()),
             Box::new(f.estimate_error.clone()),
+            Box::new(f.revoked.clone()),
+            Box::new(f.replays.clone()),
         ] {
             registry.register(m).expect("metric registered once");
         }
@@ -91,6 +110,8 @@ impl Families {
             skipped: self.skipped.with_label_values(&[room]),
             expected_wait: self.expected_wait.with_label_values(&[room]),
             estimate_error: self.estimate_error.with_label_values(&[room]),
+            revoked: REVOKE_REASONS.map(|r| self.revoked.with_label_values(&[room, r])),
+            replays: self.replays.with_label_values(&[room]),
         }
     }
 }
@@ -112,4 +133,17 @@ pub struct RoomMetrics {
     pub expected_wait: prometheus::Gauge,
     /// Predicted minus actual wait.
     pub estimate_error: Histogram,
+    /// Passes revoked, by [`REVOKE_REASONS`].
+    pub revoked: [IntCounter; 3],
+    /// Redeemed tickets presented again.
+    pub replays: IntCounter,
+}
+
+impl RoomMetrics {
+    /// Counts one revocation for `reason` (one of [`REVOKE_REASONS`]).
+    pub fn revoked(&self, reason: &str) {
+        if let Some(i) = REVOKE_REASONS.iter().position(|r| *r == reason) {
+            self.revoked[i].inc();
+        }
+    }
 }

@@ -1,20 +1,24 @@
 //! The tower layer: pass holders through, everyone else to the waiting answer.
+//!
+//! One request meets the room in this order (see [`decide`]): a valid, unrevoked pass
+//! goes through (renewed, counted once by its id); a ticket whose turn came is
+//! exchanged for a pass, once; a ticket still in line gets its standing; anyone else
+//! is a new arrival and takes a number.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use futures_util::FutureExt;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, SET_COOKIE, VARY};
 use http::{HeaderName, Request, Response, StatusCode};
 use tower::{Layer, Service};
 
-use super::config::{unix_ms, Mode};
+use super::config::{Mode, RoomConfig};
 use super::page::{self, Facts, PageState};
-use super::state::Standing;
-use super::token::{self, Kind, Token, PASS_COOKIE, TICKET_COOKIE};
+use super::state::{ClaimRefused, Line, Now, PassCheck, Standing};
+use super::token::{self, Kind, Token};
 use super::{Admitted, Room};
 use crate::body::{self, Body};
 use crate::error::GatewayError;
@@ -59,11 +63,11 @@ type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError
 
 /// What the room decided for one request.
 enum Decision {
-    /// Not guarded: forward untouched.
-    Through,
+    /// Not guarded: forward; the origin's session header is still obeyed for the pass
+    /// the request carries (if any) and never reaches the client.
+    Through { pass_cookie: Option<String> },
     /// Admitted: forward, with a pass (current expiry) and cookies to set.
     Pass {
-        expires_ms: u64,
         token: Token,
         cookies: Vec<HeaderValue>,
     },
@@ -92,34 +96,56 @@ where
             Ok(d) => d,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
-        let (expires_ms, pass, cookies) = match decision {
-            Decision::Answer(resp) => return Box::pin(async move { Ok(resp) }),
-            Decision::Through => {
-                let fut = self.inner.call(req);
-                return Box::pin(fut);
-            }
-            Decision::Pass {
-                expires_ms,
-                token,
-                cookies,
-            } => (expires_ms, token, cookies),
-        };
-        req.extensions_mut().insert(Admitted);
+        let secure = is_secure(&req);
+        let room = self.room.clone();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-
-        let room = self.room.clone();
-        let secure = req
-            .extensions()
-            .get::<RequestContext>()
-            .is_some_and(|c| c.scheme == "https");
-        let fut = inner.call(req);
-        // A combinator, not an async block: awaiting `S::Future` inside one trips
-        // rustc's higher-ranked Send check on the boxed body's error type (rust#102211).
-        Box::pin(
-            fut.map(move |r| r.map(|resp| finish(resp, &room, cookies, expires_ms, pass, secure))),
-        )
+        // Combinators, not async blocks: awaiting `S::Future` inside one trips rustc's
+        // higher-ranked Send check on the boxed body's error type (rust#102211).
+        match decision {
+            Decision::Answer(resp) => Box::pin(async move { Ok(resp) }),
+            Decision::Through { pass_cookie } => {
+                Box::pin(inner.call(req).map(move |r| {
+                    r.map(|resp| through(resp, &room, pass_cookie.as_deref(), secure))
+                }))
+            }
+            Decision::Pass { token, cookies } => {
+                req.extensions_mut().insert(Admitted);
+                Box::pin(
+                    inner
+                        .call(req)
+                        .map(move |r| r.map(|resp| finish(resp, &room, cookies, token, secure))),
+                )
+            }
+        }
     }
+}
+
+fn is_secure<B>(req: &Request<B>) -> bool {
+    req.extensions()
+        .get::<RequestContext>()
+        .is_some_and(|c| c.scheme == "https")
+}
+
+/// An unguarded path's response: the session header is obeyed (for a valid pass) and
+/// removed.
+fn through(
+    mut resp: Response<Body>,
+    room: &Room,
+    pass_cookie: Option<&str>,
+    secure: bool,
+) -> Response<Body> {
+    let Some(v) = take_session_directive(&mut resp) else {
+        return resp;
+    };
+    let cfg = room.config();
+    let now = room.now();
+    let pass =
+        pass_cookie.and_then(|c| Token::verify(c, &cfg.keys, &cfg.name, Kind::Pass, now.wall_ms));
+    if let Some(c) = pass.and_then(|p| session_directive(room, v, p, secure)) {
+        resp.headers_mut().append(SET_COOKIE, c);
+    }
+    resp
 }
 
 /// Applies the origin's session directive and sets the pass cookies.
@@ -127,14 +153,14 @@ fn finish(
     mut resp: Response<Body>,
     room: &Room,
     mut cookies: Vec<HeaderValue>,
-    expires_ms: u64,
     pass: Token,
     secure: bool,
 ) -> Response<Body> {
-    if let Some(v) = resp.headers_mut().remove(SESSION_HEADER) {
-        if let Some(c) = session_directive(room, v, expires_ms, pass, secure) {
+    if let Some(v) = take_session_directive(&mut resp) {
+        if let Some(c) = session_directive(room, v, pass, secure) {
             // The origin's word replaces the renewal we were about to send.
-            cookies.retain(|c| !c.as_bytes().starts_with(PASS_COOKIE.as_bytes()));
+            let name = format!("{}=", room.cookies.1);
+            cookies.retain(|c| !c.as_bytes().starts_with(name.as_bytes()));
             cookies.push(c);
         }
     }
@@ -144,29 +170,45 @@ fn finish(
     resp
 }
 
+/// Removes the origin's session header; returns it only if the origin wrote it for
+/// this request. A stored copy (a cache hit, a collapsed or stale answer) speaks for
+/// the shopper it was first fetched for, never for this one.
+fn take_session_directive(resp: &mut Response<Body>) -> Option<HeaderValue> {
+    let v = resp.headers_mut().remove(SESSION_HEADER)?;
+    let fresh_from_origin = resp
+        .headers()
+        .get(&crate::cache::service::CACHE_STATUS)
+        .and_then(|c| c.to_str().ok())
+        .map_or(true, |c| {
+            c.contains("fwd=") && !c.contains("collapsed") && !c.contains("fwd=stale")
+        });
+    fresh_from_origin.then_some(v)
+}
+
 /// Applies `X-Floodgate-Session: end | extend=DURATION` and returns the pass cookie.
 fn session_directive(
     room: &Room,
     v: HeaderValue,
-    expires_ms: u64,
     mut pass: Token,
     secure: bool,
 ) -> Option<HeaderValue> {
     let v = v.to_str().ok()?.trim().to_ascii_lowercase();
-    let now = unix_ms(SystemTime::now());
+    let now = room.now();
     if v == "end" {
-        room.line().pass_moved(expires_ms, None);
-        return Some(cookie(PASS_COOKIE, "", 0, secure));
+        room.line().revoke(pass.id, now);
+        room.metrics().revoked("origin_end");
+        return Some(cookie(&room.cookies.1, "", 0, secure));
     }
     let d = crate::config::units::duration(v.strip_prefix("extend=")?.trim()).ok()?;
-    let new = (now + d.as_millis() as u64).max(expires_ms);
-    room.line().pass_moved(expires_ms, Some(new));
+    let new = (now.wall_ms + d.as_millis() as u64).max(pass.expires_ms);
+    room.line()
+        .pass_extended(pass.id, now.mono_ms + (new - now.wall_ms));
     pass.expires_ms = new;
     let cfg = room.config();
     Some(cookie(
-        PASS_COOKIE,
+        &room.cookies.1,
         &pass.sign(&cfg.keys),
-        (new - now).div_ceil(1000),
+        (new - now.wall_ms).div_ceil(1000),
         secure,
     ))
 }
@@ -179,267 +221,348 @@ fn cookie(name: &str, value: &str, max_age_s: u64, secure: bool) -> HeaderValue 
     HeaderValue::from_str(&s).expect("cookie values are token characters")
 }
 
+/// One guarded request's view of the room.
+struct Visit<'a> {
+    room: &'a Room,
+    cfg: Arc<RoomConfig>,
+    now: Now,
+    lang: page::Lang,
+    poll: bool,
+    json: bool,
+    secure: bool,
+    /// The client's prefix, keyed-hashed (none when the request has no context).
+    prefix: Option<u64>,
+    /// Cookies cleared whatever the answer (a revoked pass).
+    clear: Vec<HeaderValue>,
+}
+
 fn decide(room: &Room, req: &Request<Body>) -> Result<Decision, GatewayError> {
     let cfg = room.config();
-    let poll = req.headers().contains_key(POLL_HEADER);
-    if !poll && !cfg.guards(req.uri().path()) {
-        return Ok(Decision::Through);
-    }
-    let ctx = req.extensions().get::<RequestContext>();
-    let secure = ctx.is_some_and(|c| c.scheme == "https");
-    let now = unix_ms(SystemTime::now());
     let headers = req.headers();
-    let lang = page::language(headers);
-    let json = poll || crate::respond::wants_json(headers);
-    let session_ms = cfg.session_duration.as_millis() as u64;
+    let poll = headers.contains_key(POLL_HEADER);
+    if !poll && !cfg.guards(req.uri().path()) {
+        let pass_cookie = token::cookie(headers, &room.cookies.1).map(str::to_string);
+        return Ok(Decision::Through { pass_cookie });
+    }
+    let prefix = req
+        .extensions()
+        .get::<RequestContext>()
+        .map(|c| room.client_prefix(c.client_ip));
+    let mut v = Visit {
+        room,
+        cfg,
+        now: room.now(),
+        lang: page::language(headers),
+        poll,
+        json: poll || crate::respond::wants_json(headers),
+        secure: is_secure(req),
+        prefix,
+        clear: Vec::new(),
+    };
+    if let Some(d) = v.pass_holder(headers) {
+        return Ok(d);
+    }
+    if v.cfg.mode == Mode::Passthrough {
+        let mut line = room.line();
+        return Ok(v.new_pass(&mut line, 0, v.now.wall_ms, Vec::new()));
+    }
+    if let Some(d) = v.ticket_holder(headers) {
+        return Ok(d);
+    }
+    v.new_arrival(headers)
+}
 
-    // A valid pass: straight through, renewed (sliding) once a tenth of it is used.
-    if let Some(p) = token::cookie(headers, PASS_COOKIE)
-        .and_then(|v| Token::verify(v, &cfg.keys, &cfg.name, Kind::Pass, now))
-    {
+impl Visit<'_> {
+    fn session_ms(&self) -> u64 {
+        self.cfg.session_duration.as_millis() as u64
+    }
+
+    fn clear_cookie(&self, name: &str) -> HeaderValue {
+        cookie(name, "", 0, self.secure)
+    }
+
+    /// A valid pass: straight through, renewed (sliding) once a tenth of it is used.
+    /// `None` for no pass, or one revoked (now or before).
+    fn pass_holder(&mut self, headers: &http::HeaderMap) -> Option<Decision> {
+        let (room, now) = (self.room, self.now);
+        let p = token::cookie(headers, &room.cookies.1).and_then(|v| {
+            Token::verify(v, &self.cfg.keys, &self.cfg.name, Kind::Pass, now.wall_ms)
+        })?;
+        let session_ms = self.session_ms();
+        let mut line = room.line();
+        let expires_mono = now.mono_ms + (p.expires_ms - now.wall_ms);
+        match line.check_pass(p.id, expires_mono, now, self.prefix) {
+            PassCheck::Valid => {}
+            PassCheck::Revoked => {
+                drop(line);
+                self.clear.push(self.clear_cookie(&room.cookies.1));
+                return None;
+            }
+            PassCheck::Shared(limit) => {
+                drop(line);
+                room.metrics().revoked(limit.as_str());
+                tracing::warn!(
+                    room = %room.name,
+                    pass = p.id,
+                    reason = limit.as_str(),
+                    "pass revoked: used past a sharing limit"
+                );
+                self.clear.push(self.clear_cookie(&room.cookies.1));
+                return None;
+            }
+        }
+        let mut pass = p;
         let mut cookies = Vec::new();
-        let mut expires = p.expires_ms;
-        let mut pass = p.clone();
-        if p.expires_ms < now + session_ms - session_ms / 10 {
-            expires = now + session_ms;
-            room.line().pass_moved(p.expires_ms, Some(expires));
-            pass.expires_ms = expires;
+        if pass.expires_ms < now.wall_ms + session_ms - session_ms / 10 {
+            pass.expires_ms = now.wall_ms + session_ms;
+            line.pass_extended(pass.id, now.mono_ms + session_ms);
             cookies.push(cookie(
-                PASS_COOKIE,
-                &pass.sign(&cfg.keys),
+                &room.cookies.1,
+                &pass.sign(&self.cfg.keys),
                 session_ms / 1000,
-                secure,
+                self.secure,
             ));
         }
-        return Ok(admitted(room, poll, lang, now, expires, pass, cookies));
+        drop(line);
+        Some(self.admitted(pass, cookies))
     }
 
-    let new_pass = |ticket: u64, ticket_issued: u64| {
-        let pass = Token {
-            kind: Kind::Pass,
-            room: cfg.name.clone(),
-            ticket,
-            issued_ms: now,
-            expires_ms: now + session_ms,
-            extra: ticket_issued,
-        };
-        let c = cookie(
-            PASS_COOKIE,
-            &pass.sign(&cfg.keys),
-            session_ms.div_ceil(1000),
-            secure,
-        );
-        (pass, c)
-    };
-    let clear_ticket = cookie(TICKET_COOKIE, "", 0, secure);
-
-    if cfg.mode == Mode::Passthrough {
-        let (pass, c) = new_pass(0, now);
-        room.line().pass_started(pass.expires_ms, false);
-        return Ok(admitted(
-            room,
-            poll,
-            lang,
-            now,
-            pass.expires_ms,
-            pass,
-            vec![c],
-        ));
-    }
-
-    // A valid ticket: where does it stand?
-    if let Some(t) = token::cookie(headers, TICKET_COOKIE)
-        .and_then(|v| Token::verify(v, &cfg.keys, &cfg.name, Kind::Ticket, now))
-    {
+    /// A valid ticket: exchanged for a pass if its turn came (once), else its standing.
+    /// `None` for no ticket, or one that no longer holds a place (replayed, skipped,
+    /// unknown): the visitor is a new arrival.
+    fn ticket_holder(&mut self, headers: &http::HeaderMap) -> Option<Decision> {
+        let (room, now) = (self.room, self.now);
+        let t = token::cookie(headers, &room.cookies.0).and_then(|v| {
+            Token::verify(v, &self.cfg.keys, &self.cfg.name, Kind::Ticket, now.wall_ms)
+        })?;
         let mut line = room.line();
         line.polled(t.ticket, now);
-        let standing = line.standing(t.ticket);
-        if standing == Standing::Admitted {
-            let (pass, c) = new_pass(t.ticket, t.issued_ms);
-            line.pass_started(pass.expires_ms, true);
-            drop(line);
-            room.observe_estimate(
-                t.extra as f64,
-                now.saturating_sub(t.issued_ms) as f64 / 1000.0,
+        let standing = match line.standing(t.ticket) {
+            Standing::Admitted => match line.claim(t.ticket) {
+                Ok(()) => {
+                    let clear = self.clear_cookie(&room.cookies.0);
+                    let d = self.new_pass(&mut line, t.ticket, t.issued_ms, vec![clear]);
+                    drop(line);
+                    room.observe_estimate(
+                        t.extra as f64,
+                        now.wall_ms.saturating_sub(t.issued_ms) as f64 / 1000.0,
+                    );
+                    return Some(d);
+                }
+                // Back after its reservation lapsed, the room full: first in line.
+                Err(ClaimRefused::Full) => Standing::Waiting { ahead: 0 },
+                Err(ClaimRefused::NotAdmitted(s)) => s,
+            },
+            Standing::Redeemed => {
+                room.metrics().replays.inc();
+                return None;
+            }
+            s => s,
+        };
+        if !matches!(standing, Standing::Waiting { .. } | Standing::PreQueue) {
+            return None;
+        }
+        let facts = facts_of(room, &line, &self.cfg, t.ticket, t.id, standing, now);
+        drop(line);
+        Some(Decision::Answer(self.waiting(&facts, None)))
+    }
+
+    /// No usable token: sold out, refused over the client's ticket budget, let in
+    /// (safety net, empty room) or given a number.
+    fn new_arrival(&mut self, headers: &http::HeaderMap) -> Result<Decision, GatewayError> {
+        let (room, now) = (self.room, self.now);
+        let cfg = self.cfg.clone();
+        let closed = cfg.closes_at.is_some_and(|c| now.wall_ms >= c);
+        if cfg.mode == Mode::Reject || closed {
+            let facts = Facts {
+                room: cfg.name.clone(),
+                state: PageState::SoldOut,
+                ticket: None,
+                position: None,
+                people_ahead: None,
+                ahead_at_arrival: None,
+                wait: None,
+                updated_ms: now.wall_ms,
+                poll_after: 60,
+                opens_at_ms: cfg.opens_at,
+            };
+            return Ok(Decision::Answer(sold_out(
+                &cfg, self.lang, self.json, &facts,
+            )));
+        }
+        // === proof of work before a ticket (pow.rs), checked before the per-client
+        // limit so unsolved asks spend none of it ===
+        if let Some(pow) = &cfg.proof_of_work {
+            let gate = super::pow::gate(
+                pow,
+                &cfg,
+                headers,
+                self.lang,
+                self.json,
+                now.wall_ms,
+                self.secure,
             );
-            return Ok(admitted(
-                room,
-                poll,
-                lang,
-                now,
-                pass.expires_ms,
-                pass,
-                vec![c, clear_ticket],
-            ));
+            if let Some(answer) = gate {
+                return Ok(Decision::Answer(answer));
+            }
         }
-        let facts = facts_of(room, &line, &cfg, t.ticket, standing, now);
-        drop(line);
-        return Ok(Decision::Answer(waiting_answer(
-            &cfg, lang, json, &facts, None,
-        )));
-    }
-
-    // No ticket: a new arrival.
-    let closed = cfg.closes_at.is_some_and(|c| now >= c);
-    if cfg.mode == Mode::Reject || closed {
-        let facts = Facts {
-            room: cfg.name.clone(),
-            state: PageState::SoldOut,
-            ticket: None,
-            position: None,
-            people_ahead: None,
-            ahead_at_arrival: None,
-            wait: None,
-            updated_ms: now,
-            poll_after: 60,
-            opens_at_ms: cfg.opens_at,
-        };
-        return Ok(Decision::Answer(sold_out(&cfg, lang, json, &facts)));
-    }
-    // === proof of work before a ticket (pow.rs), checked before the per-client
-    // limit so unsolved asks spend none of it ===
-    if let Some(pow) = &cfg.proof_of_work {
-        if let Some(answer) = super::pow::gate(pow, &cfg, headers, lang, json, now, secure) {
-            return Ok(Decision::Answer(answer));
+        if let Some(pfx) = self.prefix {
+            if !room
+                .limiter()
+                .allow(pfx, now.mono_ms, cfg.tickets_per_minute_per_client)
+            {
+                return Err(GatewayError::TicketRateLimited {
+                    retry_after: 60 - (now.mono_ms / 1000) % 60,
+                });
+            }
         }
-    }
-    if let Some(ip) = ctx.map(|c| c.client_ip) {
-        if !room
-            .limiter()
-            .allow(ip, now, cfg.tickets_per_minute_per_client)
+        let mut line = room.line();
+        if cfg.mode == Mode::SafetyNet
+            && !line.anyone_waiting()
+            && line.active() < line.settings.active_users
         {
-            return Err(GatewayError::TicketRateLimited {
-                retry_after: 60 - (now / 1000) % 60,
-            });
+            return Ok(self.new_pass(&mut line, 0, now.wall_ms, Vec::new()));
         }
-    }
-    let mut line = room.line();
-    if cfg.mode == Mode::SafetyNet
-        && !line.anyone_waiting()
-        && line.active() < line.settings.active_users
-    {
-        let (pass, c) = new_pass(0, now);
-        line.pass_started(pass.expires_ms, false);
-        drop(line);
-        return Ok(admitted(
+        let issued = line.issue(now, self.prefix);
+        room.metrics().issued.inc();
+        if line.is_open() {
+            // The line may have room and budget right now: no need to wait for a tick.
+            line.advance(now);
+        }
+        if line.standing(issued.ticket) == Standing::Admitted && line.claim(issued.ticket).is_ok() {
+            return Ok(self.new_pass(&mut line, issued.ticket, now.wall_ms, Vec::new()));
+        }
+        let standing = line.standing(issued.ticket);
+        let facts = facts_of(
             room,
-            poll,
-            lang,
+            &line,
+            &cfg,
+            issued.ticket,
+            issued.front,
+            standing,
             now,
-            pass.expires_ms,
-            pass,
-            vec![c],
-        ));
-    }
-    let number = line.issue(now);
-    room.metrics().issued.inc();
-    if line.is_open() {
-        // The line may have room and budget right now: no need to wait for a tick.
-        line.advance(now);
-    }
-    let standing = line.standing(number);
-    if standing == Standing::Admitted {
-        let (pass, c) = new_pass(number, now);
-        line.pass_started(pass.expires_ms, true);
+        );
         drop(line);
-        return Ok(admitted(
-            room,
-            poll,
-            lang,
-            now,
-            pass.expires_ms,
-            pass,
-            vec![c],
-        ));
-    }
-    let mut facts = facts_of(room, &line, &cfg, number, standing, now);
-    // Known at issue (page.rs's progress bar); later polls: the page's script keeps it.
-    facts.ahead_at_arrival = facts.people_ahead;
-    drop(line);
-    let ticket = Token {
-        kind: Kind::Ticket,
-        room: cfg.name.clone(),
-        ticket: number,
-        issued_ms: now,
-        expires_ms: now + cfg.ticket_ttl.as_millis() as u64,
-        // The prediction shown now, midpoint of the range, to measure our error later.
-        extra: facts.wait.map_or(0, |(l, h)| (l + h) / 2),
-    };
-    let c = cookie(
-        TICKET_COOKIE,
-        &ticket.sign(&cfg.keys),
-        cfg.ticket_ttl.as_secs(),
-        secure,
-    );
-    Ok(Decision::Answer(waiting_answer(
-        &cfg,
-        lang,
-        json,
-        &facts,
-        Some(c),
-    )))
-}
-
-fn admitted(
-    room: &Room,
-    poll: bool,
-    lang: page::Lang,
-    now: u64,
-    expires_ms: u64,
-    token: Token,
-    cookies: Vec<HeaderValue>,
-) -> Decision {
-    if !poll {
-        return Decision::Pass {
-            expires_ms,
-            token,
-            cookies,
+        let ticket = Token {
+            kind: Kind::Ticket,
+            room: cfg.name.clone(),
+            ticket: issued.ticket,
+            issued_ms: now.wall_ms,
+            expires_ms: now.wall_ms + cfg.ticket_ttl.as_millis() as u64,
+            // The prediction shown now, midpoint of the range, to measure our error later.
+            extra: facts.wait.map_or(0, |(l, h)| (l + h) / 2),
+            id: issued.front,
         };
+        let c = cookie(
+            &room.cookies.0,
+            &ticket.sign(&cfg.keys),
+            cfg.ticket_ttl.as_secs(),
+            self.secure,
+        );
+        Ok(Decision::Answer(self.waiting(&facts, Some(c))))
     }
-    let facts = Facts {
-        room: room.name.clone(),
-        state: PageState::Admitted,
-        ticket: Some(token.ticket),
-        position: Some(0),
-        people_ahead: Some(0),
-        ahead_at_arrival: None,
-        wait: Some((0, 0)),
-        updated_ms: now,
-        poll_after: 1,
-        opens_at_ms: None,
-    };
-    let mut resp = plain(StatusCode::OK, "application/json", page::json(lang, &facts));
-    for c in cookies {
-        resp.headers_mut().append(SET_COOKIE, c);
+
+    /// A new pass (a fresh id, counted from now) for `ticket` issued at `ticket_issued`.
+    fn new_pass(
+        &mut self,
+        line: &mut Line,
+        ticket: u64,
+        ticket_issued: u64,
+        mut cookies: Vec<HeaderValue>,
+    ) -> Decision {
+        let (now, session_ms) = (self.now, self.session_ms());
+        let pass = Token {
+            kind: Kind::Pass,
+            room: self.cfg.name.clone(),
+            ticket,
+            issued_ms: now.wall_ms,
+            expires_ms: now.wall_ms + session_ms,
+            extra: ticket_issued,
+            id: rand::random(),
+        };
+        line.pass_started(pass.id, now.mono_ms + session_ms);
+        // The admitting request is the pass's first use (its network, its rate).
+        line.check_pass(pass.id, now.mono_ms + session_ms, now, self.prefix);
+        cookies.insert(
+            0,
+            cookie(
+                &self.room.cookies.1,
+                &pass.sign(&self.cfg.keys),
+                session_ms.div_ceil(1000),
+                self.secure,
+            ),
+        );
+        self.admitted(pass, cookies)
     }
-    Decision::Answer(resp)
+
+    /// Forward with the pass, or (a status poll) answer "admitted".
+    fn admitted(&mut self, token: Token, mut cookies: Vec<HeaderValue>) -> Decision {
+        cookies.append(&mut self.clear);
+        if !self.poll {
+            return Decision::Pass { token, cookies };
+        }
+        let facts = Facts {
+            room: self.room.name.clone(),
+            state: PageState::Admitted,
+            ticket: Some(token.ticket),
+            position: Some(0),
+            people_ahead: Some(0),
+            ahead_at_arrival: None,
+            wait: Some((0, 0)),
+            updated_ms: self.now.wall_ms,
+            poll_after: 1,
+            opens_at_ms: None,
+        };
+        let mut resp = plain(
+            StatusCode::OK,
+            "application/json",
+            page::json(self.lang, &facts),
+        );
+        for c in cookies {
+            resp.headers_mut().append(SET_COOKIE, c);
+        }
+        Decision::Answer(resp)
+    }
+
+    fn waiting(&mut self, facts: &Facts, cookie: Option<HeaderValue>) -> Response<Body> {
+        let mut resp = waiting_answer(&self.cfg, self.lang, self.json, facts, cookie);
+        for c in self.clear.drain(..) {
+            resp.headers_mut().append(SET_COOKIE, c);
+        }
+        resp
+    }
 }
 
+/// The facts shown to the holder of `ticket` (issued with the front at `front`).
 fn facts_of(
     room: &Room,
-    line: &super::state::Line,
-    cfg: &super::RoomConfig,
+    line: &Line,
+    cfg: &RoomConfig,
     ticket: u64,
+    front: u64,
     standing: Standing,
-    now: u64,
+    now: Now,
 ) -> Facts {
     let (state, ahead) = match standing {
-        // A paused line says so and shows no expected wait (page.rs).
         Standing::Waiting { ahead } if line.paused => (PageState::Paused, Some(ahead)),
         Standing::Waiting { ahead } => (PageState::Waiting, Some(ahead)),
         _ => (PageState::PreQueue, None),
     };
-    let wait = ahead.map(|a| line.expected_wait(a));
-    let poll_after = page::poll_after(wait.map_or(0, |w| w.0), cfg.abandon_after);
+    // Paused: no promise at all. Otherwise the smoothed achieved rate.
+    let wait = ahead
+        .filter(|_| !line.paused)
+        .and_then(|a| line.expected_wait(a));
+    // No wait to go by (paused, nothing admitted): poll as rarely as allowed.
+    let poll_after = page::poll_after(wait.map_or(u64::MAX / 2, |w| w.0), cfg.abandon_after);
     Facts {
         room: room.name.clone(),
         state,
         ticket: Some(ticket),
         position: ahead.map(|a| a + 1),
         people_ahead: ahead,
-        ahead_at_arrival: None,
+        ahead_at_arrival: ahead.and(line.ahead_at_arrival(ticket, front)),
         wait,
-        updated_ms: now,
+        updated_ms: now.wall_ms,
         poll_after,
         opens_at_ms: cfg.opens_at,
     }
@@ -459,7 +582,7 @@ fn plain(status: StatusCode, content_type: &'static str, body: String) -> Respon
 }
 
 fn waiting_answer(
-    cfg: &super::RoomConfig,
+    cfg: &RoomConfig,
     lang: page::Lang,
     json: bool,
     facts: &Facts,
@@ -488,12 +611,7 @@ fn waiting_answer(
 
 /// Sold out (mode `reject`) or closed (after `closes_at`): 503, no `Retry-After`
 /// (coming back will not help), `no-store`.
-fn sold_out(
-    cfg: &super::RoomConfig,
-    lang: page::Lang,
-    json: bool,
-    facts: &Facts,
-) -> Response<Body> {
+fn sold_out(cfg: &RoomConfig, lang: page::Lang, json: bool, facts: &Facts) -> Response<Body> {
     if json {
         plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -506,5 +624,65 @@ fn sold_out(
             "text/html; charset=utf-8",
             page::html(&cfg.template, lang, facts),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::waiting_room::metrics::Families;
+    use crate::waiting_room::state::Now;
+
+    #[test]
+    fn a_session_header_from_a_stored_copy_is_removed_and_never_obeyed() {
+        for (status, obeyed) in [
+            (None, true),
+            (Some("floodgate; fwd=uri-miss; stored"), true),
+            (Some("floodgate; hit; ttl=3"), false),
+            (Some("floodgate; fwd=uri-miss; collapsed"), false),
+            (Some("floodgate; fwd=stale; fwd-status=502"), false),
+        ] {
+            let mut resp = Response::new(body::empty());
+            resp.headers_mut()
+                .insert(SESSION_HEADER, HeaderValue::from_static("end"));
+            if let Some(c) = status {
+                resp.headers_mut()
+                    .insert(&crate::cache::service::CACHE_STATUS, c.parse().unwrap());
+            }
+            assert_eq!(
+                take_session_directive(&mut resp).is_some(),
+                obeyed,
+                "{status:?}"
+            );
+            assert!(!resp.headers().contains_key(SESSION_HEADER));
+        }
+    }
+
+    #[test]
+    fn the_facts_carry_people_ahead_at_arrival_and_say_paused_without_a_wait() {
+        let families = Families::register(&prometheus::Registry::new());
+        let room = Room::new(RoomConfig::new("sale", 1, 60), families.room("sale"));
+        let cfg = room.config();
+        let now = Now {
+            mono_ms: 10,
+            wall_ms: 1_700_000_000_000,
+        };
+        let mut line = room.line();
+        for _ in 0..10 {
+            line.issue(now, None);
+        }
+        line.advance(now);
+        let s = line.standing(8);
+        let f = facts_of(&room, &line, &cfg, 8, 0, s, now);
+        assert_eq!(f.state, PageState::Waiting);
+        assert_eq!(f.people_ahead, Some(6));
+        assert_eq!(f.ahead_at_arrival, Some(7));
+        assert!(f.wait.is_some());
+        line.paused = true;
+        let f = facts_of(&room, &line, &cfg, 8, 0, s, now);
+        assert_eq!(f.state, PageState::Paused);
+        assert_eq!(f.wait, None);
+        assert_eq!(f.position, Some(7));
+        assert!(f.poll_after >= 15, "a paused room is polled rarely");
     }
 }

@@ -1,14 +1,16 @@
 //! Signed tickets and passes: all a visitor's state lives in their cookies.
 //!
-//! A token is eight `.`-separated fields:
+//! A token is ten `.`-separated fields:
 //!
 //! ```text
-//! v1 . kind . room . ticket . issued_ms . expires_ms . extra . key_id . signature
+//! v2 . kind . room . ticket . issued_ms . expires_ms . extra . id . key_id . signature
 //! ```
 //!
 //! `kind` is `t` (ticket: a place in line) or `p` (pass: admitted). `extra` is the wait
 //! predicted at issue in seconds for a ticket (to measure the estimate's error when it
-//! is admitted) and the ticket number's issue time for a pass. The signature is
+//! is admitted) and the ticket number's issue time for a pass. `id` is the admission
+//! front when a ticket was issued (people ahead at arrival), and a pass's random id
+//! (what the room counts, renews and revokes). The signature is
 //! HMAC-SHA256 over everything before it, base64url without padding, checked in
 //! constant time ([`Mac::verify_slice`]). Room names are restricted to
 //! `[A-Za-z0-9_-]` at config time, so no field can contain a separator.
@@ -27,12 +29,21 @@ pub const KEY_ENV: &str = "FLOODGATE_WAITING_ROOM_KEY";
 /// Shorter keys are refused: HMAC-SHA256 wants at least 128 bits of secret.
 pub const MIN_KEY_BYTES: usize = 16;
 /// Tokens longer than this are not even parsed (a cookie flood costs nothing).
-const MAX_TOKEN_LEN: usize = 256;
+const MAX_TOKEN_LEN: usize = 384;
 
-/// Ticket cookie name.
+/// Ticket cookie name prefix; the room's name follows (`fg_ticket_sale`), so two rooms
+/// on one host keep their own cookies.
 pub const TICKET_COOKIE: &str = "fg_ticket";
-/// Pass cookie name.
+/// Pass cookie name prefix (`fg_pass_sale`).
 pub const PASS_COOKIE: &str = "fg_pass";
+
+/// The cookie names of one room: (ticket, pass).
+pub fn cookie_names(room: &str) -> (String, String) {
+    (
+        format!("{TICKET_COOKIE}_{room}"),
+        format!("{PASS_COOKIE}_{room}"),
+    )
+}
 
 /// Signing keys: the first signs, every one verifies (rotation).
 pub struct Keys {
@@ -157,18 +168,21 @@ pub struct Token {
     pub expires_ms: u64,
     /// Ticket: predicted wait at issue, seconds. Pass: when its ticket was issued.
     pub extra: u64,
+    /// Ticket: the admission front at issue. Pass: its id.
+    pub id: u64,
 }
 
 impl Token {
     fn payload(&self, key_id: &str) -> String {
         format!(
-            "v1.{}.{}.{}.{}.{}.{}.{}",
+            "v2.{}.{}.{}.{}.{}.{}.{}.{}",
             self.kind.tag(),
             self.room,
             self.ticket,
             self.issued_ms,
             self.expires_ms,
             self.extra,
+            self.id,
             key_id
         )
     }
@@ -191,10 +205,10 @@ impl Token {
         }
         let (payload, sig) = value.rsplit_once('.')?;
         let fields: Vec<&str> = payload.split('.').collect();
-        if fields.len() != 8 || fields[0] != "v1" {
+        if fields.len() != 9 || fields[0] != "v2" {
             return None;
         }
-        let secret = keys.by_id(fields[7])?;
+        let secret = keys.by_id(fields[8])?;
         let sig = URL_SAFE_NO_PAD.decode(sig).ok()?;
         let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key length");
         mac.update(payload.as_bytes());
@@ -210,6 +224,7 @@ impl Token {
             issued_ms: fields[4].parse().ok()?,
             expires_ms: fields[5].parse().ok()?,
             extra: fields[6].parse().ok()?,
+            id: fields[7].parse().ok()?,
         };
         (t.expires_ms > now_ms).then_some(t)
     }
@@ -243,6 +258,7 @@ mod tests {
             issued_ms: 1000,
             expires_ms: 10_000,
             extra: 7,
+            id: 3,
         }
     }
 

@@ -6,6 +6,7 @@
 //! operator fixes a file in one pass. Nothing downstream ever parses a string.
 
 pub mod admission;
+pub mod buffering;
 pub mod raw;
 pub mod units;
 
@@ -107,6 +108,8 @@ pub struct ServerConfig {
     pub http2_max_concurrent_streams: u32,
     /// The pseudonym this gateway uses in `Via`.
     pub via_name: String,
+    /// Request buffering and client deadlines.
+    pub buffering: buffering::Buffering,
 }
 
 /// Log output format.
@@ -208,6 +211,8 @@ pub struct RouteConfig {
     pub rate_limits: crate::rate_limit::RouteRateLimits,
     /// Index into [`Config::waiting_rooms`], if the route has a room.
     pub waiting_room: Option<usize>,
+    /// Whether request bodies are read whole before taking an admission slot.
+    pub request_buffering: bool,
 }
 
 /// One problem in a config file, with the key it concerns.
@@ -476,6 +481,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             cache,
             rate_limits,
             waiting_room,
+            request_buffering: r.request_buffering.unwrap_or(true),
         });
     }
     if raw.state.is_some() {
@@ -609,6 +615,7 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
             1,
         ) as u32,
         via_name: s.via_name.clone().unwrap_or_else(|| "floodgate".into()),
+        buffering: buffering::compile(s, p),
     }
 }
 

@@ -62,6 +62,10 @@ pub struct RawServer {
     pub max_request_body: Option<String>,
     pub http2_max_concurrent_streams: Option<i64>,
     pub via_name: Option<String>,
+    pub request_timeout: Option<String>,
+    pub request_buffer: Option<String>,
+    pub send_timeout: Option<String>,
+    pub response_buffer: Option<String>,
 }
 
 /// `[log]`: format and verbosity.
@@ -119,4 +123,6 @@ pub struct RawRoute {
     pub waiting_room: Option<String>,
     #[serde(default)]
     pub priority: Vec<super::admission::RawPriorityRule>,
+    /// Read the whole request body before the origin sees it (default true).
+    pub request_buffering: Option<bool>,
 }

@@ -1,0 +1,183 @@
+//! The response buffer: the origin's body is read on its own task, up to
+//! `response_buffer` bytes ahead of the client, so that whatever holds the origin busy
+//! (the admission slot) is released when the origin has finished, not when a slow
+//! client has.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::body::{self, Body, BoxError};
+use crate::config::buffering::Buffering;
+
+/// The response-buffer rule of the gateway.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseBuffering {
+    /// Bytes read from the origin ahead of the client, per request.
+    pub limit: usize,
+    /// How long the pump waits for the client to make room before giving up.
+    pub send_timeout: Duration,
+}
+
+impl From<&Buffering> for ResponseBuffering {
+    fn from(b: &Buffering) -> Self {
+        ResponseBuffering {
+            limit: b.response_buffer,
+            send_timeout: b.send_timeout,
+        }
+    }
+}
+
+/// The client stopped taking the response for `send_timeout` while the origin still
+/// had more: the rest is dropped and the client's connection is cut.
+#[derive(Debug, thiserror::Error)]
+#[error("the client took no response data for {0:?}")]
+pub struct SendTimedOut(pub Duration);
+
+/// Returns `resp` with its body read from the origin on a task of its own; `busy` (an
+/// admission slot) is dropped as soon as the origin's body has ended, failed, or been
+/// given up on, whether or not the client has read it.
+pub fn detach<G: Send + 'static>(
+    resp: Response<Body>,
+    busy: G,
+    rule: &ResponseBuffering,
+) -> Response<Body> {
+    if resp.body().is_end_stream() {
+        // HEAD, 204, 304, empty bodies: the origin is done already.
+        drop(busy);
+        return resp;
+    }
+    let (parts, origin) = resp.into_parts();
+    let hint = origin.size_hint();
+    let space = Arc::new(Semaphore::new(rule.limit));
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(pump(origin, busy, tx, space.clone(), *rule));
+    let client = Buffered {
+        rx,
+        space,
+        limit: rule.limit,
+        hint,
+        ended: false,
+    };
+    Response::from_parts(parts, body::boxed(client))
+}
+
+type Item = Result<Frame<Bytes>, BoxError>;
+
+/// The buffer space a frame takes: its data, capped at the whole buffer so that a frame
+/// larger than the buffer still fits once the client has taken everything before it.
+fn cost(frame: &Frame<Bytes>, limit: usize) -> u32 {
+    frame.data_ref().map_or(0, |d| d.len().min(limit)) as u32
+}
+
+/// Moves the origin's frames into the buffer, waiting for room at most `send_timeout`.
+async fn pump<G>(
+    mut origin: Body,
+    busy: G,
+    tx: mpsc::UnboundedSender<Item>,
+    space: Arc<Semaphore>,
+    rule: ResponseBuffering,
+) {
+    loop {
+        let next = tokio::select! {
+            f = origin.frame() => f,
+            // The client left: stop reading, free the slot.
+            _ = tx.closed() => return,
+        };
+        let frame = match next {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                drop(busy);
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let need = cost(&frame, rule.limit);
+        if need > 0 {
+            let room = tokio::select! {
+                r = tokio::time::timeout(rule.send_timeout, space.acquire_many(need)) => r,
+                _ = tx.closed() => return,
+            };
+            match room {
+                Ok(Ok(permit)) => permit.forget(),
+                // The semaphore is never closed; a timeout means the client is not reading.
+                Ok(Err(_)) | Err(_) => {
+                    drop(busy);
+                    let _ = tx.send(Err(SendTimedOut(rule.send_timeout).into()));
+                    return;
+                }
+            }
+        }
+        if tx.send(Ok(frame)).is_err() {
+            return;
+        }
+    }
+    // The origin has finished: free its slot before the client can see the end.
+    drop(busy);
+    drop(tx);
+}
+
+/// The client's side of the buffer.
+struct Buffered {
+    rx: mpsc::UnboundedReceiver<Item>,
+    space: Arc<Semaphore>,
+    limit: usize,
+    hint: SizeHint,
+    ended: bool,
+}
+
+impl HttpBody for Buffered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let item = std::task::ready!(self.rx.poll_recv(cx));
+        match &item {
+            Some(Ok(frame)) => {
+                let n = cost(frame, self.limit);
+                self.space.add_permits(n as usize);
+                if let Some(d) = frame.data_ref() {
+                    self.hint = remaining(&self.hint, d.len() as u64);
+                    // A body of known length is over with its last byte; saying so lets
+                    // hyper finish without waiting for the pump to close the channel.
+                    if self.hint.upper() == Some(0) {
+                        self.ended = true;
+                    }
+                }
+            }
+            None | Some(Err(_)) => self.ended = true,
+        }
+        Poll::Ready(item)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
+}
+
+/// What `hint` says is left after `taken` more bytes.
+fn remaining(hint: &SizeHint, taken: u64) -> SizeHint {
+    match hint.exact() {
+        Some(n) => SizeHint::with_exact(n.saturating_sub(taken)),
+        None => {
+            let mut h = SizeHint::new();
+            h.set_lower(hint.lower().saturating_sub(taken));
+            h
+        }
+    }
+}

@@ -181,3 +181,79 @@ fn remaining(hint: &SizeHint, taken: u64) -> SizeHint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Dropped when the origin is no longer busy.
+    struct Busy(Arc<AtomicBool>);
+
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
+
+    fn origin(chunks: usize, size: usize) -> Response<Body> {
+        let frames =
+            (0..chunks).map(move |_| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![1u8; size]))));
+        Response::new(body::boxed(http_body_util::StreamBody::new(
+            futures_util::stream::iter(frames),
+        )))
+    }
+
+    fn rule(limit: usize) -> ResponseBuffering {
+        ResponseBuffering {
+            limit,
+            send_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_within_the_buffer_frees_the_origin_though_nobody_reads_it() {
+        let busy = Arc::new(AtomicBool::new(true));
+        let resp = detach(origin(4, 1000), Busy(busy.clone()), &rule(8192));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(
+            !busy.load(Ordering::SeqCst),
+            "the slot waited for the client"
+        );
+        let all = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(all.len(), 4000, "the client still gets every byte");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_buffer_a_client_that_reads_nothing_frees_the_origin_after_the_send_timeout() {
+        let busy = Arc::new(AtomicBool::new(true));
+        let resp = detach(origin(10, 1000), Busy(busy.clone()), &rule(2048));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(
+            busy.load(Ordering::SeqCst),
+            "given up before the send timeout"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!busy.load(Ordering::SeqCst), "held past the send timeout");
+        let mut body = resp.into_body();
+        let mut got = 0;
+        let err = loop {
+            match body.frame().await {
+                Some(Ok(f)) => got += f.into_data().unwrap().len(),
+                Some(Err(e)) => break e,
+                None => panic!("a cut answer ended as if complete"),
+            }
+        };
+        assert!(err.is::<SendTimedOut>(), "{err}");
+        assert_eq!(got, 2000, "what was buffered is still delivered");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_reads_steadily_gets_an_answer_larger_than_the_buffer() {
+        let busy = Arc::new(AtomicBool::new(true));
+        let resp = detach(origin(50, 1000), Busy(busy.clone()), &rule(2048));
+        let all = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(all.len(), 50_000);
+        assert!(!busy.load(Ordering::SeqCst));
+    }
+}

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub rate_limit: crate::rate_limit::RateLimitMetrics,
     /// `floodgate_waiting_room_*{room}`.
     pub waiting_room: crate::waiting_room::metrics::Families,
+    /// `floodgate_slow_clients_total{reason}`.
+    pub slow_clients: crate::buffering::SlowClientMetrics,
 }
 
 impl Metrics {
@@ -263,7 +265,9 @@ impl Metrics {
         }
         let rate_limit = crate::rate_limit::RateLimitMetrics::register(&registry);
         let waiting_room = crate::waiting_room::metrics::Families::register(&registry);
+        let slow_clients = crate::buffering::SlowClientMetrics::register(&registry);
         Arc::new(Metrics {
+            slow_clients,
             rate_limit,
             waiting_room,
             registry,

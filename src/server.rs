@@ -145,6 +145,7 @@ async fn serve_connection(
     activity.last_end.touch();
     let send = Arc::new(SendWatch::default());
     let send_timeout = cfg.buffering.send_timeout;
+    let metrics = shared.metrics.clone();
     let io = TokioIo::new(ActivityIo {
         inner: stream,
         activity: activity.clone(),
@@ -187,6 +188,7 @@ async fn serve_connection(
             _ = tokio::time::sleep_until(check_at.into()) => {
                 if send.expired(send_timeout) {
                     // The client stopped taking its answer: nginx's send_timeout.
+                    metrics.slow_clients.send_timeout.inc();
                     tracing::debug!(%peer, ?send_timeout, "closing a client that stopped reading");
                     return;
                 }

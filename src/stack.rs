@@ -47,10 +47,12 @@ pub fn route_stack(
         &route.priority,
         Some(upstream.health.clone()),
         upstream.name(),
-        ResponseBuffering::from(buffering),
+        ResponseBuffering::new(buffering, &metrics.slow_clients),
     );
-    let request_buffer =
-        RequestBufferLayer::new(RequestBuffering::new(route.request_buffering, buffering));
+    let request_buffer = RequestBufferLayer::new(
+        RequestBuffering::new(route.request_buffering, buffering),
+        metrics.slow_clients.clone(),
+    );
     let svc = ServiceBuilder::new()
         .option_layer(rate_limits.map(RateLimitLayer::new))
         .option_layer(room.map(WaitingRoomLayer::new))

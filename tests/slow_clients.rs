@@ -302,6 +302,7 @@ async fn a_dripped_body_gets_408_never_reaches_the_origin_and_holds_no_slot() {
         "the origin saw the dripped request"
     );
     assert_eq!(origin.seen.pages.load(SeqCst), 3);
+    assert_eq!(slow(&gw, "request_timeout").await, 1.0);
 }
 
 #[tokio::test]
@@ -355,6 +356,7 @@ async fn a_malformed_chunked_body_gets_400_and_the_origin_never_sees_it() {
         .unwrap();
     assert_eq!(status_of(&mut s, Duration::from_secs(10)).await, 400);
     shopper(gw.addr()).await;
+    assert_eq!(slow(&gw, "malformed_body").await, 2.0);
 }
 
 #[tokio::test]
@@ -380,6 +382,7 @@ async fn a_body_larger_than_the_request_buffer_gets_413_and_the_origin_never_see
     s.write_all(&req).await.unwrap();
     assert_eq!(status_of(&mut s, Duration::from_secs(10)).await, 413);
     assert_eq!(origin.seen.uploads.load(SeqCst), 0);
+    assert_eq!(slow(&gw, "body_too_large").await, 2.0);
     // Within the buffer, a body goes through.
     poster(gw.addr(), 60_000).await;
 }
@@ -413,6 +416,12 @@ async fn a_dripped_upload_on_a_streaming_route_gets_408_and_is_not_counted_again
         "{m}"
     );
     shopper(gw.addr()).await;
+}
+
+/// `floodgate_slow_clients_total{reason}`.
+async fn slow(gw: &floodgate::Gateway, reason: &str) -> f64 {
+    let m = common::metrics_text(gw).await;
+    sample(&m, "floodgate_slow_clients_total", &format!("\"{reason}\""))
 }
 
 /// The value of the first sample of `family` whose labels contain `label`; 0 if none.
@@ -514,6 +523,9 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
     );
     // Its slot was released when the gateway gave up.
     shopper(gw.addr()).await;
+    // Whichever saw the stall first: the connection's watch or the response pump.
+    let cut = slow(&gw, "send_timeout").await + slow(&gw, "response_abandoned").await;
+    assert!(cut >= 1.0, "the cut was not counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -547,20 +559,34 @@ async fn two_hundred_non_readers_and_two_hundred_drippers_leave_normal_shoppers_
     let origin = origin().await;
     let gw = gateway_with(
         &origin,
-        "request_timeout = \"5s\"\nsend_timeout = \"30s\"",
+        "request_timeout = \"10s\"\nsend_timeout = \"30s\"",
         "",
     )
     .await;
     let addr = gw.addr();
+    // 200 answers nobody reads, within the response buffer, ten at a time: the one
+    // slot goes from one to the next at origin speed, and the origin finishes them all
+    // (a held slot would stop the count at the first).
     let mut held = Vec::new();
-    let mut drips = Vec::new();
-    for i in 0..200 {
-        // Answers within the response buffer: each slot is freed at origin speed.
-        held.push(non_reader(addr, 200 * 1024).await);
-        drips.push(dripper(addr, b"0123456789", 1000, Duration::from_secs(1)).await);
-        if i % 20 == 0 {
-            tokio::task::yield_now().await;
+    for batch in 1..=20 {
+        for _ in 0..10 {
+            held.push(non_reader(addr, 200 * 1024).await);
         }
+        let seen = origin.seen.clone();
+        eventually(
+            "the origin finished every unread answer",
+            Duration::from_secs(30),
+            || {
+                let seen = seen.clone();
+                async move { seen.big_done.load(SeqCst) == batch * 10 }
+            },
+        )
+        .await;
+    }
+    // 200 bodies dripping, while the 200 unread answers are still held.
+    let mut drips = Vec::new();
+    for _ in 0..200 {
+        drips.push(dripper(addr, b"0123456789", 1000, Duration::from_secs(1)).await);
     }
     // Normal shoppers, page views and complete posts, meanwhile.
     let mut normal = Vec::new();
@@ -576,22 +602,13 @@ async fn two_hundred_non_readers_and_two_hundred_drippers_leave_normal_shoppers_
     for n in normal {
         n.await.expect("every normal shopper served");
     }
-    let seen = origin.seen.clone();
-    eventually(
-        "the origin finished every unread answer",
-        Duration::from_secs(30),
-        || {
-            let seen = seen.clone();
-            async move { seen.big_done.load(SeqCst) == 200 }
-        },
-    )
-    .await;
     for d in &mut drips {
-        assert_eq!(status_of(d, Duration::from_secs(20)).await, 408);
+        assert_eq!(status_of(d, Duration::from_secs(30)).await, 408);
     }
     // The origin saw the ten normal posts, whole, and nothing of the drippers.
     assert_eq!(origin.seen.uploads.load(SeqCst), 10);
     assert_eq!(origin.seen.complete.load(SeqCst), 10);
     assert_eq!(origin.seen.incomplete.load(SeqCst), 0);
+    assert_eq!(slow(&gw, "request_timeout").await, 200.0);
     drop(held);
 }

@@ -51,7 +51,7 @@ impl<S> Layer<S> for AdmissionLayer {
             self.rules.clone(),
             self.circuit.clone(),
             self.upstream.clone(),
-            self.response,
+            self.response.clone(),
         )
     }
 }

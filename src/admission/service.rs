@@ -102,7 +102,7 @@ where
         let admission = self.admission.clone();
         let circuit = self.circuit.clone();
         let upstream = self.upstream.clone();
-        let response = self.response;
+        let response = self.response.clone();
         Box::pin(async move {
             if let Some(retry_after) = circuit.as_ref().and_then(|c| c.open_for()) {
                 admission.metrics().shed(ShedReason::CircuitOpen);
@@ -191,6 +191,7 @@ mod tests {
             ResponseBuffering {
                 limit: 1024,
                 send_timeout: Duration::from_secs(10),
+                abandoned: prometheus::IntCounter::new("t", "t").unwrap(),
             },
         );
         let resp = svc.call(Request::new(body::empty())).await.unwrap();

@@ -21,10 +21,12 @@
 //! - [`send`]: per-connection watch of responses the client is not taking, used by the
 //!   connection task in [`crate::server`] to cut stalled clients off.
 
+pub mod metrics;
 pub mod request;
 pub mod response;
 pub mod send;
 
+pub use metrics::SlowClientMetrics;
 pub use request::{client_body_error, RequestBufferLayer, RequestBuffering, RequestStart};
 pub use response::{detach, ResponseBuffering};
 pub use send::{SendWatch, Watched};

@@ -14,6 +14,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
 
+use super::SlowClientMetrics;
 use crate::body::{self, Body, BoxError};
 use crate::config::buffering::Buffering;
 use crate::error::GatewayError;
@@ -48,13 +49,16 @@ impl RequestBuffering {
 
 /// Puts request buffering (or, when off, the request deadline alone) in front of a
 /// service.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestBufferLayer(RequestBuffering);
+#[derive(Clone)]
+pub struct RequestBufferLayer {
+    rule: RequestBuffering,
+    metrics: SlowClientMetrics,
+}
 
 impl RequestBufferLayer {
-    /// A layer applying `rule`.
-    pub fn new(rule: RequestBuffering) -> Self {
-        RequestBufferLayer(rule)
+    /// A layer applying `rule`, counting refusals in `metrics`.
+    pub fn new(rule: RequestBuffering, metrics: SlowClientMetrics) -> Self {
+        RequestBufferLayer { rule, metrics }
     }
 }
 
@@ -64,16 +68,18 @@ impl<S> Layer<S> for RequestBufferLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RequestBufferService {
             inner,
-            rule: self.0,
+            rule: self.rule,
+            metrics: self.metrics.clone(),
         }
     }
 }
 
 /// See [`RequestBufferLayer`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RequestBufferService<S> {
     inner: S,
     rule: RequestBuffering,
+    metrics: SlowClientMetrics,
 }
 
 impl<S> Service<Request<Body>> for RequestBufferService<S>
@@ -103,18 +109,28 @@ where
         }
         let rule = self.rule;
         if rule.enabled && declared_length(req.headers()).is_some_and(|n| n > rule.limit as u64) {
+            self.metrics.body_too_large.inc();
             return Box::pin(std::future::ready(Err(GatewayError::BodyTooLarge)));
         }
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
+        let metrics = self.metrics.clone();
         Box::pin(async move {
             let deadline = deadline(&req, rule.timeout);
-            let req = if rule.enabled {
-                read_whole(req, rule.limit, deadline, rule.timeout).await?
+            let res = if rule.enabled {
+                match read_whole(req, rule.limit, deadline, rule.timeout).await {
+                    Ok(req) => inner.call(req).await,
+                    Err(e) => Err(e),
+                }
             } else {
-                req.map(|b| body::boxed(ClientBody::new(b, deadline, rule.timeout)))
+                let req = req.map(|b| body::boxed(ClientBody::new(b, deadline, rule.timeout)));
+                inner.call(req).await
             };
-            inner.call(req).await
+            // Streamed, a body failure comes back through the upstream as the same errors.
+            if let Err(e) = &res {
+                metrics.refused(e);
+            }
+            res
         })
     }
 }

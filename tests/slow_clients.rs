@@ -496,7 +496,12 @@ async fn an_http2_client_with_a_zero_window_does_not_hold_the_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
     let origin = origin().await;
-    let gw = gateway_with(&origin, "send_timeout = \"1s\"", "").await;
+    let gw = gateway_with(
+        &origin,
+        "send_timeout = \"1s\"\nheader_read_timeout = \"60s\"\nidle_timeout = \"60s\"",
+        "",
+    )
+    .await;
     // Far larger than the response buffer (256 KiB) and the sockets' buffers.
     let total = 16 << 20;
     let mut s = non_reader(gw.addr(), total).await;
@@ -529,9 +534,59 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_an_answer_already_buffered_is_cut_off_too() {
+    let origin = origin().await;
+    // The whole answer fits the buffer: the origin is done, only the socket stalls.
+    let gw = gateway_with(
+        &origin,
+        "send_timeout = \"1s\"\nresponse_buffer = \"16MiB\"\nheader_read_timeout = \"60s\"\nidle_timeout = \"60s\"",
+        "",
+    )
+    .await;
+    let total = 8 << 20;
+    let mut s = non_reader(gw.addr(), total).await;
+    let seen = origin.seen.clone();
+    eventually(
+        "the origin finished its answer",
+        Duration::from_secs(10),
+        || {
+            let seen = seen.clone();
+            async move { seen.big_done.load(SeqCst) == 1 }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the connection of a stalled client stayed open"
+    );
+    assert!(
+        got < total,
+        "the whole answer arrived ({got} bytes): nothing was cut"
+    );
+    assert_eq!(slow(&gw, "send_timeout").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_with_a_zero_window_is_cut_off_after_the_send_timeout() {
     let origin = origin().await;
-    let gw = gateway_with(&origin, "send_timeout = \"1s\"", "").await;
+    let gw = gateway_with(
+        &origin,
+        "send_timeout = \"1s\"\nheader_read_timeout = \"60s\"\nidle_timeout = \"60s\"",
+        "",
+    )
+    .await;
     let stream = TcpStream::connect(gw.addr()).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(0)
@@ -539,7 +594,7 @@ async fn an_http2_client_with_a_zero_window_is_cut_off_after_the_send_timeout() 
         .await
         .unwrap();
     let conn = tokio::spawn(conn);
-    let req = Request::get(format!("http://{}/big?bytes=100000", gw.addr()))
+    let req = Request::get(format!("http://{}/page", gw.addr()))
         .body(Full::default())
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();

@@ -6,8 +6,9 @@
 //! instead, for two kinds of stall:
 //! - the socket will not take bytes (a write returned `Pending` and none has gone out
 //!   since): HTTP/1 clients that stop reading, and HTTP/2 ones past the TCP window;
-//! - a response body handed hyper a frame and hyper has not come back for the next:
-//!   an HTTP/2 stream whose flow-control window the client keeps at zero.
+//! - a response body handed hyper a frame and hyper has neither come back for the
+//!   next nor finished with the body: an HTTP/2 stream whose flow-control window the
+//!   client keeps at zero.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -115,9 +116,10 @@ impl<B: HttpBody<Data = Bytes>> HttpBody for Watched<B> {
         let res = this.inner.as_mut().poll_frame(cx);
         if let Some(stamp) = this.stamp {
             match &res {
-                // A frame for the client: waiting for hyper to come back for the next,
-                // unless this was the last.
-                Poll::Ready(Some(Ok(_))) if !this.inner.is_end_stream() => stamp.touch(),
+                // A frame for the client: waiting for hyper to come back for the next.
+                // After the last, hyper keeps the body until the frame has window to
+                // go out, so the stall still shows until the body is dropped.
+                Poll::Ready(Some(Ok(_))) => stamp.touch(),
                 _ => stamp.clear(),
             }
         }

@@ -22,6 +22,7 @@ fn portal(sites: usize) -> Vec<RouteConfig> {
                 rate_limits: Default::default(),
                 waiting_room: None,
                 request_buffering: true,
+                https_redirect: false,
             });
         }
     }

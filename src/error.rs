@@ -74,12 +74,13 @@ pub enum GatewayError {
         /// Upstream name.
         upstream: String,
     },
-    /// Every server of the upstream is ejected after failing: failing fast.
+    /// The upstream's circuit breaker is open (most requests failed at the origin):
+    /// failing fast.
     #[error("upstream {upstream} is failing; not sending it requests for now")]
     CircuitOpen {
         /// Upstream name.
         upstream: String,
-        /// Until the first ejected server is tried again.
+        /// Until the breaker lets a probe request through.
         retry_after: Duration,
     },
     /// A client address asked for more waiting-room tickets than its per-minute share.

@@ -18,6 +18,7 @@ use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::proxy::{Compiled, Shared};
 use crate::server;
+use crate::tls::{self, CertSet, Certificates, Tls};
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +37,15 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A `[[certificate]]` file could not be read or does not fit its key.
+    #[error("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Certificates {
+        /// Every problem, with its key path.
+        errors: Vec<config::KeyError>,
+    },
+    /// The TLS settings were refused by rustls.
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -73,10 +83,16 @@ fn admin_token(cfg: &crate::config::ServerConfig) -> Result<Option<String>, Star
     Ok(token)
 }
 
+fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    server::bind(addr).map_err(|source| StartError::Bind { addr, source })
+}
+
 /// A started gateway.
 pub struct Gateway {
     /// The bound proxy addresses (with real ports when the config said 0).
     pub listen_addrs: Vec<SocketAddr>,
+    /// The bound TLS proxy addresses (`server.tls_listen`), with real ports.
+    pub tls_addrs: Vec<SocketAddr>,
     /// The bound admin address, if any.
     pub admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
@@ -100,6 +116,11 @@ impl Gateway {
         let server_cfg = Arc::new(config.server.clone());
         let grace = server_cfg.shutdown_grace;
         let source: Option<PathBuf> = config.source.clone();
+        let certificates = Arc::new(Certificates::new(
+            CertSet::load(&config.certificates, &tls::provider())
+                .map_err(|errors| StartError::Certificates { errors })?,
+            metrics.tls.certificate_expiry.clone(),
+        ));
         let compiled = Compiled::build(config, &metrics, None);
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(compiled),
@@ -109,18 +130,19 @@ impl Gateway {
         let conns = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(server_cfg.max_connections));
 
+        let tls = match server_cfg.tls_listen.is_empty() {
+            true => None,
+            false => Some(Arc::new(Tls::new(certificates.clone(), &metrics.tls)?)),
+        };
         let mut listeners = Vec::new();
         for addr in &server_cfg.listen {
-            let l = server::bind(*addr).map_err(|source| StartError::Bind {
-                addr: *addr,
-                source,
-            })?;
-            listeners.push(l);
+            listeners.push((bind(*addr)?, None));
+        }
+        for addr in &server_cfg.tls_listen {
+            listeners.push((bind(*addr)?, tls.clone()));
         }
         let admin_listener = match server_cfg.admin_listen {
-            Some(addr) => {
-                Some(server::bind(addr).map_err(|source| StartError::Bind { addr, source })?)
-            }
+            Some(addr) => Some(bind(addr)?),
             None => None,
         };
 
@@ -130,14 +152,22 @@ impl Gateway {
             ready: AtomicBool::new(false),
             config_path: source,
             token: admin_token,
+            certificates,
         });
         let mut listen_addrs = Vec::new();
-        for l in listeners {
+        let mut tls_addrs = Vec::new();
+        for (l, tls) in listeners {
             let addr = l.local_addr().expect("bound socket has an address");
-            listen_addrs.push(addr);
-            tracing::info!(%addr, "listening");
+            if tls.is_some() {
+                tls_addrs.push(addr);
+                tracing::info!(%addr, "listening (TLS)");
+            } else {
+                listen_addrs.push(addr);
+                tracing::info!(%addr, "listening");
+            }
             tokio::spawn(server::accept_loop(
                 l,
+                tls,
                 shared.clone(),
                 server_cfg.clone(),
                 limit.clone(),
@@ -154,6 +184,7 @@ impl Gateway {
         admin.ready.store(true, Ordering::Release);
         Ok(Gateway {
             listen_addrs,
+            tls_addrs,
             admin_addr,
             shared,
             admin,
@@ -166,6 +197,11 @@ impl Gateway {
     /// The first proxy address, for tests and the demo.
     pub fn addr(&self) -> SocketAddr {
         self.listen_addrs[0]
+    }
+
+    /// The first TLS proxy address, for tests.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls_addrs[0]
     }
 
     /// Process-wide metrics.

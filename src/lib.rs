@@ -24,6 +24,7 @@ pub mod router;
 pub mod server;
 pub mod shop;
 pub mod stack;
+pub mod tls;
 pub mod upstream;
 pub mod waiting_room;
 

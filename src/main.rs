@@ -11,6 +11,8 @@ use floodgate::config::{self, LogFormat};
 use floodgate::shop::ShopProfile;
 use floodgate::Gateway;
 
+mod top;
+
 /// A flash-sale traffic gateway: cache, rate limits, admission queue, waiting room.
 #[derive(Parser)]
 #[command(version, about)]
@@ -45,6 +47,21 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+    /// A live terminal view of a running gateway, from its admin API.
+    Top {
+        /// The gateway's admin listener.
+        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// Print one frame (rates over one interval) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Time between frames, and the window rates are measured over, e.g. "1s".
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// A file holding the admin bearer token (default: FLOODGATE_ADMIN_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Only the simulated shop (for load tests and trying a config).
     Shop {
         /// Where the shop listens.
@@ -70,7 +87,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match config::load(&config) {
+        Command::Check { config } => match config::load(&config)
+            .and_then(|c| floodgate::tls::load_certificates(&c).map(|_| c))
+        {
             Ok(c) => {
                 println!(
                     "{}: ok ({} routes, {} upstreams)",
@@ -98,7 +117,17 @@ fn main() -> ExitCode {
             } else {
                 cfg.log.format
             };
-            floodgate::logging::init(format, &cfg.log.level);
+            let _log = match floodgate::logging::init_with_access_log(
+                format,
+                &cfg.log.level,
+                cfg.log.access_log_file.as_deref(),
+            ) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
             runtime().block_on(run(cfg))
         }
         Command::Demo { listen, admin } => {
@@ -106,6 +135,26 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("floodgate demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Top {
+            admin,
+            once,
+            interval,
+            token_file,
+        } => {
+            let opts = top::Options {
+                admin,
+                once,
+                interval,
+                token_file,
+            };
+            match runtime().block_on(top::run(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("floodgate top: {e}");
                     ExitCode::FAILURE
                 }
             }
@@ -147,6 +196,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn run(cfg: config::Config) -> ExitCode {
+    if let Err(e) = floodgate::logging::reopen_on_sigusr1() {
+        eprintln!("cannot install the SIGUSR1 handler: {e}");
+        return ExitCode::FAILURE;
+    }
     let gw = match Gateway::start(cfg).await {
         Ok(g) => g,
         Err(e) => {

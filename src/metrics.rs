@@ -61,6 +61,11 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     /// `floodgate_upstream_ejections_total{upstream}`: servers ejected by passive checks.
     pub upstream_ejections: IntCounterVec,
+    /// `floodgate_upstream_ejections_refused_total{upstream}`: ejections not made
+    /// because `max_ejection_percent` of the group is already out.
+    pub upstream_ejections_refused: IntCounterVec,
+    /// `floodgate_upstream_circuit_open{upstream}`: 1 while the breaker refuses requests.
+    pub upstream_circuit_open: IntGaugeVec,
     /// `floodgate_cache_lookups_total{route,result}`.
     pub cache_lookups: IntCounterVec,
     /// `floodgate_cache_size_bytes`.
@@ -79,6 +84,10 @@ pub struct Metrics {
     pub waiting_room: crate::waiting_room::metrics::Families,
     /// `floodgate_slow_clients_total{reason}`.
     pub slow_clients: crate::buffering::SlowClientMetrics,
+    /// `floodgate_state_backend_up{backend}`: 1 while the shared-state backend answers.
+    pub state_backend_up: IntGaugeVec,
+    /// `floodgate_certificate_expiry_seconds`, `floodgate_tls_handshakes_total`.
+    pub tls: crate::tls::TlsMetrics,
 }
 
 impl Metrics {
@@ -140,6 +149,11 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        // Both results exist from the start, so `increase()` sees the first reload and
+        // a dashboard shows 0 rather than no data.
+        for result in ["ok", "error"] {
+            config_reloads.with_label_values(&[result]);
+        }
         let queue_depth = IntGaugeVec::new(
             Opts::new(
                 "floodgate_queue_depth",
@@ -205,6 +219,22 @@ impl Metrics {
             &["upstream"],
         )
         .expect("valid metric");
+        let upstream_ejections_refused = IntCounterVec::new(
+            Opts::new(
+                "floodgate_upstream_ejections_refused_total",
+                "Ejections not made because max_ejection_percent of the servers is already out",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
+        let upstream_circuit_open = IntGaugeVec::new(
+            Opts::new(
+                "floodgate_upstream_circuit_open",
+                "1 while an upstream's circuit breaker refuses requests (open or probing)",
+            ),
+            &["upstream"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(queue_depth.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(queue_overloaded.clone()),
@@ -214,6 +244,8 @@ impl Metrics {
             Box::new(upstream_server_healthy.clone()),
             Box::new(upstream_retries.clone()),
             Box::new(upstream_ejections.clone()),
+            Box::new(upstream_ejections_refused.clone()),
+            Box::new(upstream_circuit_open.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -266,10 +298,17 @@ impl Metrics {
         let rate_limit = crate::rate_limit::RateLimitMetrics::register(&registry);
         let waiting_room = crate::waiting_room::metrics::Families::register(&registry);
         let slow_clients = crate::buffering::SlowClientMetrics::register(&registry);
+        let state_backend_up = register_state_backend_up(&registry);
+        registry
+            .register(Box::new(crate::logging::DroppedLines::new()))
+            .expect("metric registered once");
+        let tls = crate::tls::TlsMetrics::register(&registry);
         Arc::new(Metrics {
             slow_clients,
+            tls,
             rate_limit,
             waiting_room,
+            state_backend_up,
             registry,
             requests,
             request_duration,
@@ -287,6 +326,8 @@ impl Metrics {
             upstream_server_healthy,
             upstream_retries,
             upstream_ejections,
+            upstream_ejections_refused,
+            upstream_circuit_open,
             cache_lookups,
             cache_size_bytes,
             cache_entries,
@@ -329,6 +370,30 @@ impl Metrics {
             .expect("text encoding cannot fail");
         buf
     }
+}
+
+/// The state backend every gateway has today: rate limits and rooms in this process.
+pub const LOCAL_STATE_BACKEND: &str = "local";
+
+/// Registers `floodgate_state_backend_up{backend}` with the local backend up.
+///
+/// The local in-memory backend cannot be down, so it reads 1 for the life of the
+/// process; a shared backend (Redis) sets its own child to 0 while it is unreachable,
+/// which is what the dashboard and the `FloodgateStateBackendDown` alert watch.
+fn register_state_backend_up(registry: &Registry) -> IntGaugeVec {
+    let up = IntGaugeVec::new(
+        Opts::new(
+            "floodgate_state_backend_up",
+            "1 while the state backend (rate limits, waiting-room line) answers, 0 while it is unreachable",
+        ),
+        &["backend"],
+    )
+    .expect("valid metric");
+    registry
+        .register(Box::new(up.clone()))
+        .expect("metric registered once");
+    up.with_label_values(&[LOCAL_STATE_BACKEND]).set(1);
+    up
 }
 
 /// Metric handles of one route.

@@ -258,6 +258,7 @@ async fn forward(
         }
     }
     let (mut parts, incoming) = req.into_parts();
+    let scheme = crate::tls::scheme(&parts.extensions);
     let request_id = forwarding::request_id(&parts.headers);
     let peer_trusted = server
         .trusted_proxies
@@ -271,7 +272,7 @@ async fn forward(
 
     let h = &mut parts.headers;
     forwarding::strip_hop_by_hop(h);
-    forwarding::set_forwarded(h, peer.ip(), peer_trusted, "http", authority_host.as_ref());
+    forwarding::set_forwarded(h, peer.ip(), peer_trusted, scheme, authority_host.as_ref());
     forwarding::append_via(h, parts.version, &compiled.via);
     h.insert(&forwarding::X_REQUEST_ID, request_id.clone());
     if let Some(host) = authority_host {
@@ -283,7 +284,7 @@ async fn forward(
         peer,
         request_id: request_id.clone(),
         started,
-        scheme: "http",
+        scheme,
     });
 
     let body = if incoming_is_empty(&incoming) {

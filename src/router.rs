@@ -125,6 +125,7 @@ mod tests {
             rate_limits: Default::default(),
             waiting_room: None,
             request_buffering: true,
+            https_redirect: false,
         }
     }
 

@@ -1,7 +1,9 @@
 //! Client-facing listeners: accept, connection limits, timeouts, graceful shutdown.
 //!
 //! One hyper-util `auto` builder serves HTTP/1.1 and cleartext HTTP/2 (prior
-//! knowledge, detected from the preface) on every listener.
+//! knowledge, detected from the preface) on every listener. On a TLS listener the
+//! handshake runs first, in the connection's own task (see [`crate::tls`]); the same
+//! builder then serves the decrypted stream, HTTP/2 when ALPN chose `h2`.
 //!
 //! Connection timers are kept here rather than left to hyper: hyper's header timer
 //! has moved between versions (it started at the first byte in hyper#3178; in 1.12
@@ -27,13 +29,15 @@ use std::time::{Duration, Instant};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::buffering::{RequestStart, SendWatch, Watched};
 use crate::config::ServerConfig;
 use crate::proxy::{handle_counted, ConnActivity, Shared};
+use crate::tls::{OverTls, Tls};
 
 /// HTTP/2 receive window per stream. hyper's default is 1 MiB; a quarter of it still
 /// carries a whole form post or JSON body in one window (request bodies are read at
@@ -89,9 +93,11 @@ pub fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Accepts connections on `listener` until `shutdown` turns true.
+/// Accepts connections on `listener` until `shutdown` turns true; with `tls`, each
+/// connection is a TLS handshake first.
 pub async fn accept_loop(
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     shared: Arc<Shared>,
     cfg: Arc<ServerConfig>,
     limit: Arc<Semaphore>,
@@ -123,24 +129,49 @@ pub async fn accept_loop(
         let builder = builder.clone();
         let cfg = cfg.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tracker.spawn(async move {
             shared.metrics.connections_total.inc();
             shared.metrics.connections_open.inc();
-            serve_connection(stream, peer, shared.clone(), builder, &cfg, shutdown).await;
+            match tls {
+                None => {
+                    serve_connection(stream, peer, false, shared.clone(), builder, &cfg, shutdown)
+                        .await
+                }
+                // The handshake is bounded by the header timeout: accept → first request
+                // byte is the slowloris window, encrypted or not.
+                Some(tls) => {
+                    if let Some(stream) = tls.handshake(stream, cfg.header_read_timeout).await {
+                        serve_connection(
+                            stream,
+                            peer,
+                            true,
+                            shared.clone(),
+                            builder,
+                            &cfg,
+                            shutdown,
+                        )
+                        .await;
+                    }
+                }
+            }
             shared.metrics.connections_open.dec();
             drop(permit);
         });
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
+    over_tls: bool,
     shared: Arc<Shared>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     cfg: &ServerConfig,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(ConnActivity::default());
     activity.last_end.touch();
     let send = Arc::new(SendWatch::default());
@@ -155,6 +186,9 @@ async fn serve_connection(
         let activity = activity.clone();
         let send = send.clone();
         service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if over_tls {
+                req.extensions_mut().insert(OverTls);
+            }
             let version = req.version();
             req.extensions_mut()
                 .insert(RequestStart(head_start(&activity, version)));
@@ -231,17 +265,17 @@ fn deadline(activity: &ConnActivity, cfg: &ServerConfig) -> Instant {
 }
 
 pin_project_lite::pin_project! {
-    /// The client socket, noting when a new request head starts arriving and when
-    /// writes stall.
-    struct ActivityIo {
+    /// The client stream (TCP, or TLS over TCP), noting when a new request head starts
+    /// arriving and when writes stall.
+    struct ActivityIo<S> {
         #[pin]
-        inner: TcpStream,
+        inner: S,
         activity: Arc<ConnActivity>,
         send: Arc<SendWatch>,
     }
 }
 
-impl tokio::io::AsyncRead for ActivityIo {
+impl<S: AsyncRead> AsyncRead for ActivityIo<S> {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -257,7 +291,7 @@ impl tokio::io::AsyncRead for ActivityIo {
     }
 }
 
-impl tokio::io::AsyncWrite for ActivityIo {
+impl<S: AsyncWrite> AsyncWrite for ActivityIo<S> {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,

@@ -1,9 +1,9 @@
 //! The per-route tower stack: the order in which a request meets each concern.
 //!
 //! ```text
-//!  client ──► rate limit ──► waiting room ──► cache ──► request buffer ──► admission queue ──► upstream ──► origin
-//!             (429)          (waiting page)    (hit)     (408/413/400)      (503 when full)     (502/504)
-//!                                                                            └─ response buffer: slot freed when the origin is done
+//!  client ──► https redirect ──► rate limit ──► waiting room ──► cache ──► request buffer ──► admission queue ──► upstream ──► origin
+//!             (308 if cleartext) (429)          (waiting page)   (hit)     (408/413/400)      (503 when full)     (502/504)
+//!                                                                                           └─ response buffer: slot freed when the origin is done
 //! ```
 //!
 //! Each stage is a tower layer in its own module; a route carries only the stages its
@@ -25,6 +25,7 @@ use crate::config::RouteConfig;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::rate_limit::{RateLimitLayer, RouteLimits};
+use crate::tls::redirect::HttpsRedirectLayer;
 use crate::upstream::{Upstream, UpstreamService};
 use crate::waiting_room::{Room, WaitingRoomLayer};
 
@@ -54,6 +55,7 @@ pub fn route_stack(
         metrics.slow_clients.clone(),
     );
     let svc = ServiceBuilder::new()
+        .option_layer(route.https_redirect.then_some(HttpsRedirectLayer))
         .option_layer(rate_limits.map(RateLimitLayer::new))
         .option_layer(room.map(WaitingRoomLayer::new))
         .option_layer(

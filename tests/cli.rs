@@ -59,6 +59,48 @@ upstream = "shp"
 }
 
 #[test]
+fn check_reports_an_unknown_key_and_every_other_problem_each_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        r#"[server]
+listen = "127.0.0.1:0"
+shutdown_grace = "soon"
+
+[[upstream]]
+name = "shop"
+servers = ["127.0.0.1:3000"]
+reponse_timeout = "5s"
+
+[[route]]
+name = "shop"
+upstream = "shop"
+rate_limits = [{ name = "ip", key = "client_ip", rate = "lots", burst = 10 }]
+"#,
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = path.display().to_string();
+    for expected in [
+        format!("{file}:3: server.shutdown_grace: "),
+        format!("{file}:8: upstream[0].reponse_timeout: unknown field `reponse_timeout`"),
+        format!("{file}:13: route[0].rate_limits[0].rate: "),
+    ] {
+        assert!(err.contains(&expected), "missing {expected:?} in:\n{err}");
+    }
+    // In file order.
+    let at = |needle: &str| err.find(needle).unwrap();
+    assert!(
+        at("shutdown_grace") < at("reponse_timeout") && at("reponse_timeout") < at("rate_limits")
+    );
+}
+
+#[test]
 fn check_accepts_the_shipped_annotated_config() {
     let out = Command::new(BIN)
         .args([
@@ -220,6 +262,7 @@ async fn sighup_reloads_the_config_and_a_bad_reload_keeps_the_old_one() {
     std::fs::write(&path, "[server]\nlisten = 7\n").unwrap();
     let a = send(
         http::Request::post(format!("http://{admin}/admin/reload"))
+            .header("content-type", "application/json")
             .body(http_body_util::Full::<bytes::Bytes>::default())
             .unwrap(),
     )

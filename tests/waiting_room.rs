@@ -103,6 +103,7 @@ async fn admin_post(gw: &floodgate::Gateway, action: &str, body: &str) -> Answer
             "http://{}/admin/waiting-rooms/sale/{action}",
             gw.admin_addr.unwrap()
         ))
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap(),
     )
@@ -578,6 +579,7 @@ async fn a_reload_keeps_the_line_when_the_room_keeps_its_name() {
     .unwrap();
     let r = send(
         Request::post(format!("http://{}/admin/reload", gw.admin_addr.unwrap()))
+            .header("content-type", "application/json")
             .body(Full::default())
             .unwrap(),
     )

@@ -29,6 +29,8 @@ pub struct AdminState {
     pub config_path: Option<PathBuf>,
     /// Bearer token required on every endpoint but health and readiness, when set.
     pub token: Option<String>,
+    /// The certificates TLS handshakes get; re-read on every reload.
+    pub certificates: Arc<crate::tls::Certificates>,
 }
 
 /// Whether the request carries the admin token (always true when none is configured).
@@ -86,6 +88,88 @@ fn text(
     r
 }
 
+/// The methods an admin path answers, `None` for a path that does not exist.
+fn allowed_methods(path: &str) -> Option<&'static [Method]> {
+    const GET: &[Method] = &[Method::GET];
+    const POST: &[Method] = &[Method::POST];
+    match path {
+        "/metrics" | "/healthz" | "/readyz" | "/admin/upstreams" => Some(GET),
+        "/admin/reload" | "/admin/cache/purge" => Some(POST),
+        p => {
+            let rest = p.strip_prefix(waiting_room::admin::PREFIX)?;
+            match rest.split_once('/') {
+                None if !rest.is_empty() => Some(GET),
+                Some((name, "pause" | "resume" | "settings")) if !name.is_empty() => Some(POST),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// 405 with the `Allow` header RFC 9110 §15.5.6 requires.
+fn method_not_allowed(allowed: &[Method]) -> Response<Body> {
+    let list: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+    let list = list.join(", ");
+    let mut r = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "text/plain",
+        format!("method not allowed; use {list}\n"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&list) {
+        r.headers_mut().insert(http::header::ALLOW, v);
+    }
+    r
+}
+
+/// Why a write is refused as a possible cross-site request, if it is.
+///
+/// A page on another site can make a browser POST to a loopback admin listener, but
+/// only with a "simple" content type (form, text/plain) unless the admin API agrees to
+/// a CORS preflight, which it never does; and the browser names the page's site in
+/// `Origin`. So a write must say `Content-Type: application/json` and carry no
+/// `Origin` other than the admin listener's own.
+fn cross_site_refusal<B>(req: &Request<B>) -> Option<Response<Body>> {
+    let headers = req.headers();
+    if let Some(origin) = headers.get(http::header::ORIGIN) {
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if !same_origin(origin.to_str().unwrap_or(""), host) {
+            return Some(text(
+                StatusCode::FORBIDDEN,
+                "text/plain",
+                "admin writes are refused from another origin\n",
+            ));
+        }
+    }
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Some(text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "text/plain",
+            "admin writes need Content-Type: application/json\n",
+        ));
+    }
+    None
+}
+
+/// Whether `origin` (`http://host:port`) is the admin listener the request reached.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    let Ok(uri) = origin.parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.path() == "/"
+        && uri
+            .authority()
+            .is_some_and(|a| a.as_str().eq_ignore_ascii_case(host))
+}
+
 async fn answer(
     state: Arc<AdminState>,
     req: Request<Incoming>,
@@ -103,24 +187,36 @@ async fn answer(
         );
         return Ok(r);
     }
+    let Some(allowed) = allowed_methods(req.uri().path()) else {
+        return Ok(text(StatusCode::NOT_FOUND, "text/plain", "not found\n"));
+    };
+    if !allowed.contains(req.method()) {
+        return Ok(method_not_allowed(allowed));
+    }
+    if req.method() == Method::POST {
+        if let Some(refusal) = cross_site_refusal(&req) {
+            return Ok(refusal);
+        }
+    }
     if req.uri().path().starts_with(waiting_room::admin::PREFIX) {
         return Ok(waiting_rooms(&state, req).await);
     }
-    let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => text(
+    let resp = match req.uri().path() {
+        "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             state.shared.metrics.render(),
         ),
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
-        (&Method::GET, "/readyz") => {
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
+        "/readyz" => {
             if state.ready.load(Ordering::Acquire) {
                 text(StatusCode::OK, "text/plain", "ready\n")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n")
             }
         }
-        (&Method::POST, "/admin/reload") => match reload(&state) {
+        "/admin/upstreams" => upstreams(&state),
+        "/admin/reload" => match reload(&state) {
             Ok(summary) => text(
                 StatusCode::OK,
                 "application/json",
@@ -138,10 +234,21 @@ async fn answer(
                 ),
             ),
         },
-        (&Method::POST, "/admin/cache/purge") => purge(&state, req).await,
+        "/admin/cache/purge" => purge(&state, req).await,
         _ => text(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     };
     Ok(resp)
+}
+
+/// `GET /admin/upstreams`: each upstream's servers (checks, ejection) and its breaker.
+fn upstreams(state: &AdminState) -> Response<Body> {
+    let compiled = state.shared.current.load_full();
+    let list: Vec<serde_json::Value> = compiled.upstreams.iter().map(|u| u.health.view()).collect();
+    text(
+        StatusCode::OK,
+        "application/json",
+        format!("{}\n", serde_json::json!({ "upstreams": list })),
+    )
 }
 
 /// A purge request body: exactly one of the three.
@@ -215,6 +322,7 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
                 key: "(file)".into(),
                 message: "this gateway was not started from a config file".into(),
             }],
+            lines: vec![None],
         });
     };
     let new = match config::load(path) {
@@ -225,9 +333,20 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
             return Err(e);
         }
     };
+    // Certificates are read before anything is swapped: a bad file refuses the whole
+    // reload, and handshakes keep the certificates they had.
+    let certs = match crate::tls::load_certificates(&new) {
+        Ok(c) => c,
+        Err(e) => {
+            metrics.config_reloads.with_label_values(&["error"]).inc();
+            tracing::error!(error = %e, "config reload refused; the running config and certificates stay");
+            return Err(e);
+        }
+    };
     let old = state.shared.current.load_full();
     let mut changes = Vec::new();
     if old.config.server.listen != new.server.listen
+        || old.config.server.tls_listen != new.server.tls_listen
         || old.config.server.admin_listen != new.server.admin_listen
     {
         changes.push("listeners changed: restart to apply".to_string());
@@ -249,7 +368,11 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
         new.routes.len(),
         new.upstreams.len()
     ));
+    if !certs.is_empty() {
+        changes.push(format!("{} certificates re-read", certs.len()));
+    }
     let compiled = Compiled::build(new, metrics, Some(&old));
+    state.certificates.install(certs);
     state.shared.current.store(Arc::new(compiled));
     metrics.config_reloads.with_label_values(&["ok"]).inc();
     let summary = changes.join("; ");

@@ -47,8 +47,30 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
 /// Three bad checks in a row before it is taken out (HAProxy `fall 3`).
 pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
-/// Envoy's `consecutive_5xx` default: enough to ignore a stray error.
+/// Envoy's `consecutive_gateway_failure` default: enough to ignore a stray error.
+/// Only the origin's own failures count (connect errors, the origin's timeouts,
+/// 502/503/504), never a 500 of one broken page or a 501/505 a client provoked.
 pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+/// Envoy's `max_ejection_percent` default. Passive ejection may take out at most this
+/// share of a group, but always at least one server of a group of two or more
+/// (Envoy's rule) and never the last one (nginx's rule): a group of one is never
+/// ejected, a group of 2–19 loses at most one server, a group of 20 at most two.
+pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 10;
+/// Hystrix's `errorThresholdPercentage`: the breaker opens when half of an upstream's
+/// requests fail. Below that the origin still serves most shoppers, and refusing them
+/// all would turn a partial failure into a full one.
+pub const DEFAULT_BREAKER_FAILURE_RATE: f64 = 0.5;
+/// Hystrix's `requestVolumeThreshold`: fewer requests than this in the window never
+/// open the breaker, so a quiet upstream is not cut off by two unlucky requests.
+pub const DEFAULT_BREAKER_MIN_REQUESTS: u32 = 20;
+/// Hystrix's rolling window: long enough to hold `min_requests` on a quiet site, short
+/// enough that old failures stop counting soon after a fix.
+pub const DEFAULT_BREAKER_WINDOW: Duration = Duration::from_secs(10);
+/// Hystrix's `sleepWindowInMilliseconds`: how long the breaker stays open before one
+/// probe request is let through. 5 s covers a process restart at the origin.
+pub const DEFAULT_BREAKER_OPEN_TIME: Duration = Duration::from_secs(5);
+/// Each failed probe doubles the open time up to this, like ejections.
+pub const DEFAULT_BREAKER_MAX_OPEN_TIME: Duration = Duration::from_secs(60);
 /// First ejection length. Envoy uses 30 s; during a flash sale a 30 s blackout of a
 /// server that merely hiccupped costs too many orders, and 5 s covers a process restart.
 pub const DEFAULT_BASE_EJECTION_TIME: Duration = Duration::from_secs(5);
@@ -91,6 +113,19 @@ pub struct RawOutlier {
     pub consecutive_failures: Option<i64>,
     pub base_ejection_time: Option<String>,
     pub max_ejection_time: Option<String>,
+    pub max_ejection_percent: Option<i64>,
+}
+
+/// `upstream.circuit_breaker`, as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCircuitBreaker {
+    pub enabled: Option<bool>,
+    pub failure_rate: Option<f64>,
+    pub min_requests: Option<i64>,
+    pub window: Option<String>,
+    pub open_time: Option<String>,
+    pub max_open_time: Option<String>,
 }
 
 /// `upstream.retries`, as written.
@@ -135,14 +170,18 @@ pub struct HealthCheckConfig {
 /// Passive ejection of servers that fail real requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutlierConfig {
-    /// Off: servers are never ejected (and the circuit never opens).
+    /// Off: servers are never ejected.
     pub enabled: bool,
-    /// 5xx answers or connect failures in a row that eject a server.
+    /// Origin failures in a row (connect error, origin timeout, 502/503/504) that
+    /// eject a server.
     pub consecutive_failures: u32,
     /// First ejection length; doubles with each ejection in a row.
     pub base_ejection_time: Duration,
     /// Longest ejection.
     pub max_ejection_time: Duration,
+    /// Share of the group that may be ejected at once, in percent (see
+    /// [`OutlierConfig::max_ejections`]).
+    pub max_ejection_percent: u32,
 }
 
 impl Default for OutlierConfig {
@@ -152,6 +191,49 @@ impl Default for OutlierConfig {
             consecutive_failures: DEFAULT_CONSECUTIVE_FAILURES,
             base_ejection_time: DEFAULT_BASE_EJECTION_TIME,
             max_ejection_time: DEFAULT_MAX_EJECTION_TIME,
+            max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
+        }
+    }
+}
+
+impl OutlierConfig {
+    /// How many of `servers` may be ejected at once: `max_ejection_percent` of them
+    /// rounded down, but at least one (Envoy) unless the percent is 0, and never all
+    /// of them (nginx never marks the last server down).
+    pub fn max_ejections(&self, servers: usize) -> usize {
+        if !self.enabled || self.max_ejection_percent == 0 || servers <= 1 {
+            return 0;
+        }
+        (servers * self.max_ejection_percent as usize / 100).clamp(1, servers - 1)
+    }
+}
+
+/// The upstream-wide circuit breaker: fail fast while most requests fail.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    /// Off: the breaker never opens.
+    pub enabled: bool,
+    /// Share of requests in the window that failed at the origin, from which it opens.
+    pub failure_rate: f64,
+    /// Requests in the window below which it never opens.
+    pub min_requests: u32,
+    /// The sliding window the rate is measured over.
+    pub window: Duration,
+    /// How long it stays open before a probe request goes through.
+    pub open_time: Duration,
+    /// Longest open time (each failed probe doubles it).
+    pub max_open_time: Duration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            enabled: true,
+            failure_rate: DEFAULT_BREAKER_FAILURE_RATE,
+            min_requests: DEFAULT_BREAKER_MIN_REQUESTS,
+            window: DEFAULT_BREAKER_WINDOW,
+            open_time: DEFAULT_BREAKER_OPEN_TIME,
+            max_open_time: DEFAULT_BREAKER_MAX_OPEN_TIME,
         }
     }
 }
@@ -294,11 +376,85 @@ pub(super) fn compile_outlier(
             DEFAULT_MAX_EJECTION_TIME,
             positive_duration,
         ),
+        max_ejection_percent: percent(
+            format!("{key}.max_ejection_percent"),
+            o.max_ejection_percent,
+            DEFAULT_MAX_EJECTION_PERCENT,
+            p,
+        ),
     };
     if c.max_ejection_time < c.base_ejection_time {
         p.add(
             format!("{key}.max_ejection_time"),
             "must not be below base_ejection_time",
+        );
+    }
+    c
+}
+
+fn percent(key: String, v: Option<i64>, default: u32, p: &mut Problems) -> u32 {
+    match v {
+        None => default,
+        Some(n) if (0..=100).contains(&n) => n as u32,
+        Some(n) => {
+            p.add(key, format!("{n}: expected a percentage from 0 to 100"));
+            default
+        }
+    }
+}
+
+pub(super) fn compile_breaker(
+    key: &str,
+    raw: Option<&RawCircuitBreaker>,
+    p: &mut Problems,
+) -> BreakerConfig {
+    let Some(b) = raw else {
+        return BreakerConfig::default();
+    };
+    let key = format!("{key}.circuit_breaker");
+    let failure_rate = match b.failure_rate {
+        None => DEFAULT_BREAKER_FAILURE_RATE,
+        Some(r) if r > 0.0 && r <= 1.0 => r,
+        Some(r) => {
+            p.add(
+                format!("{key}.failure_rate"),
+                format!("{r}: expected a fraction above 0.0 and up to 1.0, like 0.5"),
+            );
+            DEFAULT_BREAKER_FAILURE_RATE
+        }
+    };
+    let c = BreakerConfig {
+        enabled: b.enabled.unwrap_or(true),
+        failure_rate,
+        min_requests: p.count(
+            format!("{key}.min_requests"),
+            b.min_requests,
+            DEFAULT_BREAKER_MIN_REQUESTS as usize,
+            1,
+        ) as u32,
+        window: p.parse(
+            format!("{key}.window"),
+            b.window.as_deref(),
+            DEFAULT_BREAKER_WINDOW,
+            positive_duration,
+        ),
+        open_time: p.parse(
+            format!("{key}.open_time"),
+            b.open_time.as_deref(),
+            DEFAULT_BREAKER_OPEN_TIME,
+            positive_duration,
+        ),
+        max_open_time: p.parse(
+            format!("{key}.max_open_time"),
+            b.max_open_time.as_deref(),
+            DEFAULT_BREAKER_MAX_OPEN_TIME,
+            positive_duration,
+        ),
+    };
+    if c.max_open_time < c.open_time {
+        p.add(
+            format!("{key}.max_open_time"),
+            "must not be below open_time",
         );
     }
     c

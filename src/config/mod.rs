@@ -7,7 +7,9 @@
 
 pub mod admission;
 pub mod buffering;
+mod locate;
 pub mod raw;
+pub mod tls;
 pub mod units;
 
 use std::collections::HashSet;
@@ -77,6 +79,8 @@ pub struct Config {
     pub cache: crate::cache::config::CacheSettings,
     /// Waiting rooms in file order; routes refer to them by index.
     pub waiting_rooms: Vec<crate::waiting_room::RoomConfig>,
+    /// `[[certificate]]` in file order; the first is served when SNI matches none.
+    pub certificates: Vec<tls::CertificateConfig>,
 }
 
 /// `[server]`, compiled.
@@ -84,6 +88,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Proxy listeners.
     pub listen: Vec<SocketAddr>,
+    /// TLS proxy listeners (HTTP/2 or HTTP/1.1 by ALPN); empty means no TLS.
+    pub tls_listen: Vec<SocketAddr>,
     /// Metrics, health and admin API.
     pub admin_listen: Option<SocketAddr>,
     /// A file holding the admin bearer token (else `FLOODGATE_ADMIN_TOKEN`).
@@ -130,6 +136,8 @@ pub struct LogConfig {
     pub level: String,
     /// One event per request, on or off.
     pub access_log: bool,
+    /// Where access-log events go instead of stderr; reopened on SIGUSR1.
+    pub access_log_file: Option<PathBuf>,
 }
 
 /// How requests are spread over an upstream's servers.
@@ -179,6 +187,8 @@ pub struct UpstreamConfig {
     pub health_check: Option<admission::HealthCheckConfig>,
     /// Passive ejection of failing servers.
     pub outlier_detection: admission::OutlierConfig,
+    /// The upstream-wide circuit breaker.
+    pub circuit_breaker: admission::BreakerConfig,
     /// Retries of idempotent body-less requests.
     pub retries: admission::RetryConfig,
 }
@@ -213,6 +223,8 @@ pub struct RouteConfig {
     pub waiting_room: Option<usize>,
     /// Whether request bodies are read whole before taking an admission slot.
     pub request_buffering: bool,
+    /// Cleartext requests get a 308 to the same URL over https.
+    pub https_redirect: bool,
 }
 
 /// One problem in a config file, with the key it concerns.
@@ -242,18 +254,28 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file was read but is not a valid config.
-    #[error("{}", render_errors(file, errors))]
+    #[error("{}", render_errors(file, errors, lines))]
     Invalid {
         /// The file (or `<inline>`).
         file: String,
         /// Every problem, in file order.
         errors: Vec<KeyError>,
+        /// The line of each problem in the file, where known (same order).
+        lines: Vec<Option<usize>>,
     },
 }
 
-fn render_errors(file: &str, errors: &[KeyError]) -> String {
-    let lines: Vec<String> = errors.iter().map(|e| format!("{file}: {e}")).collect();
-    lines.join("\n")
+/// One line per problem: `file:line: key: message` (`file: key: message` without a line).
+fn render_errors(file: &str, errors: &[KeyError], lines: &[Option<usize>]) -> String {
+    let out: Vec<String> = errors
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match lines.get(i).copied().flatten() {
+            Some(line) => format!("{file}:{line}: {e}"),
+            None => format!("{file}: {e}"),
+        })
+        .collect();
+    out.join("\n")
 }
 
 impl ConfigError {
@@ -273,33 +295,123 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         file: file.clone(),
         source,
     })?;
-    let mut config = parse(&text).map_err(|errors| ConfigError::Invalid { file, errors })?;
+    let mut config = parse_located(&text).map_err(|found| {
+        let (errors, lines) = found.into_iter().unzip();
+        ConfigError::Invalid {
+            file,
+            errors,
+            lines,
+        }
+    })?;
     config.source = Some(path.to_path_buf());
+    tls::resolve_paths(&mut config.certificates, path);
     Ok(config)
 }
 
 /// Parses and compiles config text; every problem is returned.
 pub fn parse(text: &str) -> Result<Config, Vec<KeyError>> {
-    let de = toml::Deserializer::new(text);
-    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let inner = e.into_inner();
-        // toml's message carries line, column and a snippet; keep its first line plus the
-        // location so the key path stays the headline.
-        let message = inner.message().to_string();
-        let at = inner
-            .span()
-            .map(|s| {
-                let line = text[..s.start].matches('\n').count() + 1;
-                format!(" (line {line})")
-            })
-            .unwrap_or_default();
-        vec![KeyError {
-            key: if key == "." { "(file)".into() } else { key },
-            message: format!("{message}{at}"),
-        }]
-    })?;
-    compile(raw)
+    parse_located(text).map_err(|found| found.into_iter().map(|(e, _)| e).collect())
+}
+
+/// Keys that fail to deserialize (unknown, wrong type) are dropped and the file tried
+/// again, this many times at most, so that one typo does not hide the other problems.
+const MAX_SHAPE_ERRORS: usize = 64;
+
+/// Like [`parse`], each problem with the line it is on, in file order.
+pub fn parse_located(text: &str) -> Result<Config, Vec<(KeyError, Option<usize>)>> {
+    let mut table: toml::Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            // A syntax error: nothing else can be checked.
+            let line = e.span().map(|s| locate::line_at(text, s.start));
+            let error = KeyError {
+                key: "(file)".into(),
+                message: e.message().to_string(),
+            };
+            return Err(vec![(error, line)]);
+        }
+    };
+    let mut shape_errors = Vec::new();
+    let raw = loop {
+        match serde_path_to_error::deserialize::<_, RawConfig>(toml::Value::Table(table.clone())) {
+            Ok(raw) => break Some(raw),
+            Err(e) => {
+                let removed = remove_key(&mut table, e.path());
+                let key = e.path().to_string();
+                shape_errors.push(KeyError {
+                    key: if key == "." { "(file)".into() } else { key },
+                    message: e.into_inner().message().to_string(),
+                });
+                if !removed || shape_errors.len() >= MAX_SHAPE_ERRORS {
+                    break None;
+                }
+            }
+        }
+    };
+    let mut errors = shape_errors;
+    let config = match raw.map(compile) {
+        Some(Ok(config)) if errors.is_empty() => return Ok(config),
+        Some(Ok(_)) | None => None,
+        Some(Err(compiled)) => Some(compiled),
+    };
+    // A key already reported as malformed is not reported again as missing.
+    for e in config.into_iter().flatten() {
+        if !errors.iter().any(|s| s.key == e.key) {
+            errors.push(e);
+        }
+    }
+    let located = locate::Located::new(text);
+    let mut found: Vec<(KeyError, Option<usize>)> = errors
+        .into_iter()
+        .map(|e| {
+            let line = located.line_of(&e.key);
+            (e, line)
+        })
+        .collect();
+    // File order; problems without a line (whole-file ones) last. Stable, so problems
+    // on one line keep the order they were found in.
+    found.sort_by_key(|(_, line)| line.unwrap_or(usize::MAX));
+    Err(found)
+}
+
+/// Drops the key at `path` from `table` so deserialization can go on past it; false
+/// when there is nothing to drop. An array element cannot be dropped without
+/// renumbering its siblings, so the whole array goes.
+fn remove_key(table: &mut toml::Table, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some(last) = segments
+        .iter()
+        .rposition(|s| matches!(s, Segment::Map { .. }))
+    else {
+        return false;
+    };
+    let mut node = table;
+    let mut i = 0;
+    while i < last {
+        let Segment::Map { key } = segments[i] else {
+            return false;
+        };
+        let Some(mut value) = node.get_mut(key.as_str()) else {
+            return false;
+        };
+        i += 1;
+        while let (true, Segment::Seq { index }) = (i < last, segments[i]) {
+            let Some(v) = value.as_array_mut().and_then(|a| a.get_mut(*index)) else {
+                return false;
+            };
+            value = v;
+            i += 1;
+        }
+        let Some(t) = value.as_table_mut() else {
+            return false;
+        };
+        node = t;
+    }
+    match segments[last] {
+        Segment::Map { key } => node.remove(key.as_str()).is_some(),
+        _ => false,
+    }
 }
 
 /// Collects problems with their key paths while compiling.
@@ -482,11 +594,13 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             rate_limits,
             waiting_room,
             request_buffering: r.request_buffering.unwrap_or(true),
+            https_redirect: r.https_redirect.unwrap_or(tls::DEFAULT_HTTPS_REDIRECT),
         });
     }
     if raw.state.is_some() {
         p.add("state", "shared state is not available in this build yet");
     }
+    let certificates = tls::compile(&raw.certificate, &server.tls_listen, &mut p.0);
 
     if p.0.is_empty() {
         Ok(Config {
@@ -497,6 +611,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             routes,
             cache: cache_settings,
             waiting_rooms,
+            certificates,
         })
     } else {
         Err(p.0)
@@ -504,28 +619,14 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
 }
 
 fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
-    let listen_strs = s
-        .listen
-        .as_ref()
-        .map(|l| l.to_vec())
-        .unwrap_or_else(|| vec!["0.0.0.0:8080".into()]);
-    let mut listen = Vec::new();
-    for (i, a) in listen_strs.iter().enumerate() {
-        let key = if listen_strs.len() == 1 && matches!(s.listen, Some(raw::OneOrMany::One(_))) {
-            "server.listen".to_string()
-        } else {
-            format!("server.listen[{i}]")
-        };
-        match a.parse::<SocketAddr>() {
-            Ok(addr) => listen.push((key, addr)),
-            Err(_) => p.add(
-                key,
-                format!("{a:?} is not an address like \"0.0.0.0:8080\" or \"[::1]:8080\""),
-            ),
-        }
-    }
-    if listen_strs.is_empty() {
-        p.add("server.listen", "needs at least one address");
+    let listen = addresses("server.listen", s.listen.as_ref(), "0.0.0.0:8080", p);
+    let tls_listen = addresses("server.tls_listen", s.tls_listen.as_ref(), "", p);
+    let listen_empty = matches!(&s.listen, Some(raw::OneOrMany::Many(v)) if v.is_empty());
+    if listen_empty && tls_listen.is_empty() {
+        p.add(
+            "server.listen",
+            "needs at least one address (here or in server.tls_listen)",
+        );
     }
     let admin_listen = s
         .admin_listen
@@ -541,6 +642,7 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
             }
         });
     let mut all: Vec<(String, SocketAddr)> = listen.clone();
+    all.extend(tls_listen.iter().cloned());
     if let Some(a) = admin_listen {
         all.push(("server.admin_listen".into(), a));
     }
@@ -573,6 +675,7 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
     }
     ServerConfig {
         listen: listen.into_iter().map(|(_, a)| a).collect(),
+        tls_listen: tls_listen.into_iter().map(|(_, a)| a).collect(),
         admin_listen,
         admin_token_file: s.admin_token_file.as_ref().map(PathBuf::from),
         shutdown_grace: p.parse(
@@ -619,6 +722,36 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
     }
 }
 
+/// One address or a list, each with its key path; `default` (if not empty) when absent.
+fn addresses(
+    key: &str,
+    value: Option<&raw::OneOrMany>,
+    default: &str,
+    p: &mut Problems,
+) -> Vec<(String, SocketAddr)> {
+    let strs = match value {
+        Some(v) => v.to_vec(),
+        None if default.is_empty() => Vec::new(),
+        None => vec![default.to_string()],
+    };
+    let mut out = Vec::new();
+    for (i, a) in strs.iter().enumerate() {
+        let k = if matches!(value, Some(raw::OneOrMany::Many(_))) {
+            format!("{key}[{i}]")
+        } else {
+            key.to_string()
+        };
+        match a.parse::<SocketAddr>() {
+            Ok(addr) => out.push((k, addr)),
+            Err(_) => p.add(
+                k,
+                format!("{a:?} is not an address like \"0.0.0.0:8080\" or \"[::1]:8080\""),
+            ),
+        }
+    }
+    out
+}
+
 fn positive_duration(s: &str) -> Result<Duration, String> {
     let d = units::duration(s)?;
     if d.is_zero() {
@@ -653,10 +786,24 @@ fn compile_log(l: &raw::RawLog, p: &mut Problems) -> LogConfig {
             format!("{level:?} is not a level or filter like \"info\" or \"floodgate=debug\""),
         );
     }
+    let access_log = l.access_log.unwrap_or(true);
+    let access_log_file = l.access_log_file.as_deref().map(PathBuf::from);
+    if l.access_log_file.as_deref() == Some("") {
+        p.add(
+            "log.access_log_file",
+            "empty: leave the key out to log to stderr",
+        );
+    } else if access_log_file.is_some() && !access_log {
+        p.add(
+            "log.access_log_file",
+            "set while log.access_log = false: the file would stay empty",
+        );
+    }
     LogConfig {
         format,
         level,
-        access_log: l.access_log.unwrap_or(true),
+        access_log,
+        access_log_file,
     }
 }
 
@@ -748,6 +895,7 @@ fn compile_upstream(key: &str, u: &raw::RawUpstream, p: &mut Problems) -> Upstre
         admission: admission::compile_tuning(key, u, p),
         health_check: admission::compile_health_check(key, u.health_check.as_ref(), p),
         outlier_detection: admission::compile_outlier(key, u.outlier_detection.as_ref(), p),
+        circuit_breaker: admission::compile_breaker(key, u.circuit_breaker.as_ref(), p),
         retries: admission::compile_retries(key, u.retries.as_ref(), p),
     }
 }
@@ -844,5 +992,43 @@ path_prefix = "x"
         let errs = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
         assert_eq!(errs[0].key, "server.lisen");
         assert!(errs[0].message.contains("lisen"), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_keys_do_not_hide_the_other_problems_and_each_has_its_line() {
+        let text = "[server]\nlisen = 3\nshutdown_grace = \"soon\"\n\n[[upstream]]\nname = \"shop\"\nservers = [\"x\"]\nmax_headers = 3\noutlier_detection = { max_ejection_percent = 200, typo = 1 }\n\n[[route]]\nname = 7\nupstream = \"shop\"\n";
+        let found = parse_located(text).unwrap_err();
+        let got: Vec<(&str, Option<usize>)> =
+            found.iter().map(|(e, l)| (e.key.as_str(), *l)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("server.lisen", Some(2)),
+                ("server.shutdown_grace", Some(3)),
+                ("upstream[0].servers[0]", Some(7)),
+                ("upstream[0].max_headers", Some(8)),
+                ("upstream[0].outlier_detection.typo", Some(9)),
+                (
+                    "upstream[0].outlier_detection.max_ejection_percent",
+                    Some(9)
+                ),
+                ("route[0].name", Some(12)),
+            ],
+            "{found:?}"
+        );
+        // A key reported malformed (a number for a name) is not reported again as missing.
+        let name: Vec<_> = found
+            .iter()
+            .filter(|(e, _)| e.key == "route[0].name")
+            .collect();
+        assert_eq!(name.len(), 1);
+        assert!(name[0].0.message.contains("string"), "{name:?}");
+    }
+
+    #[test]
+    fn a_syntax_error_has_its_line() {
+        let found = parse_located("[server]\nlisten = \n").unwrap_err();
+        assert_eq!(found[0].0.key, "(file)");
+        assert_eq!(found[0].1, Some(2));
     }
 }

@@ -24,6 +24,9 @@ pub struct RawConfig {
     pub state: Option<toml::Table>,
     /// `[cache]`: the process-wide HTTP cache store.
     pub cache: Option<crate::cache::config::RawCacheSettings>,
+    /// `[[certificate]]`: TLS certificate chains and keys, the first is the default.
+    #[serde(default)]
+    pub certificate: Vec<super::tls::RawCertificate>,
 }
 
 /// One address or a list of them.
@@ -49,6 +52,7 @@ impl OneOrMany {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<OneOrMany>,
+    pub tls_listen: Option<OneOrMany>,
     pub admin_listen: Option<String>,
     pub admin_token_file: Option<String>,
     pub shutdown_grace: Option<String>,
@@ -75,6 +79,7 @@ pub struct RawLog {
     pub format: Option<String>,
     pub level: Option<String>,
     pub access_log: Option<bool>,
+    pub access_log_file: Option<String>,
 }
 
 /// `[[upstream]]`: an origin and how to reach it.
@@ -99,6 +104,7 @@ pub struct RawUpstream {
     pub overload_queue_delay: Option<String>,
     pub health_check: Option<super::admission::RawHealthCheck>,
     pub outlier_detection: Option<super::admission::RawOutlier>,
+    pub circuit_breaker: Option<super::admission::RawCircuitBreaker>,
     pub retries: Option<super::admission::RawRetries>,
 }
 
@@ -125,4 +131,6 @@ pub struct RawRoute {
     pub priority: Vec<super::admission::RawPriorityRule>,
     /// Read the whole request body before the origin sees it (default true).
     pub request_buffering: Option<bool>,
+    /// Answer cleartext requests with a 308 to the same URL over https.
+    pub https_redirect: Option<bool>,
 }

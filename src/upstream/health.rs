@@ -1,30 +1,29 @@
 //! Upstream health: which servers take traffic, and when the whole upstream is out.
 //!
-//! Two sources, as in Envoy and HAProxy:
+//! Three mechanisms, as in Envoy, HAProxy and Hystrix. None of them can take the only
+//! origin out because of one broken page (see `docs/upstream-health.md`):
 //! - **active checks** (`health_check`): a `GET path` to each server every `interval`;
 //!   `unhealthy_threshold` failures in a row take it out, `healthy_threshold` successes
 //!   in a row bring it back. Servers start healthy, so a gateway that starts before its
 //!   checks have run still serves.
-//! - **passive ejection** (`outlier_detection`): `consecutive_failures` real requests in
-//!   a row answered 5xx or failing to connect / timing out eject the server for
-//!   `base_ejection_time`, doubling with each ejection in a row up to
-//!   `max_ejection_time`. When the ejection ends the server gets traffic again; one
-//!   more run of failures ejects it for longer, a success resets the doubling.
+//! - **passive ejection** (`outlier_detection`): `consecutive_failures` requests in a row
+//!   that failed *at the origin* ([`Outcome::Failure`]: connect errors, the origin's
+//!   timeouts, 502/503/504) eject the server for `base_ejection_time`, doubling with each
+//!   ejection in a row up to `max_ejection_time`. At most `max_ejection_percent` of the
+//!   group is out at once, at least one server of a group of two or more, never the
+//!   last one: a group of one is never ejected.
+//! - **the circuit breaker** (`circuit_breaker`, [`super::breaker`]): opens on the whole
+//!   upstream's failure *rate* over a window with a minimum request count, and then
+//!   fails fast with 503 (reason `circuit_open`) instead of queueing shoppers for an
+//!   origin that is failing them.
 //!
-//! Choosing a server, and what happens when none is left:
-//! 1. servers that pass their checks and are not ejected: the balancer picks among them;
-//! 2. none: **panic mode** (Envoy's panic threshold): every server that is not ejected
-//!    gets traffic again. Health checks all failing together is more often a broken
-//!    health endpoint or a shared dependency of `/healthz` than a dead site, and sending
-//!    to all servers beats sending to none while the origin may still answer;
-//! 3. every server ejected by real requests failing: **circuit open**. That evidence
-//!    comes from the traffic itself, so the gateway fails fast with 503 (reason
-//!    `circuit_open`, `Retry-After` = time until the first ejection ends) instead of
-//!    queueing shoppers for an origin that is failing them. When the first ejection
-//!    ends, that server is tried again (half-open); failures re-eject it for longer.
+//! Choosing a server: among those that pass their checks and are not ejected; when
+//! none does, **panic mode** (Envoy's panic threshold): every server that is not
+//! ejected gets traffic again. Health checks all failing together is more often a
+//! broken health endpoint or a shared dependency of `/healthz` than a dead site.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::uri::Authority;
@@ -36,10 +35,11 @@ use prometheus::{IntCounter, IntGauge};
 use tokio::time::Instant;
 
 use super::balance::Balancer;
+use super::breaker::{Breaker, Verdict};
 use super::Server;
 use crate::admission::Circuit;
 use crate::body::{self, Body};
-use crate::config::admission::{HealthCheckConfig, OutlierConfig};
+use crate::config::admission::{BreakerConfig, HealthCheckConfig, OutlierConfig};
 use crate::metrics::Metrics;
 
 /// One server's health.
@@ -48,7 +48,7 @@ struct ServerHealth {
     authority: Authority,
     /// Passing its active checks (always true without checks).
     check_ok: AtomicBool,
-    /// Real requests failed in a row.
+    /// Requests in a row that failed at the origin.
     failures: AtomicU32,
     /// Ejected until this many ms after `Health::epoch`; 0 when not ejected.
     ejected_until: AtomicU64,
@@ -57,19 +57,34 @@ struct ServerHealth {
     gauge: IntGauge,
 }
 
-/// How one request to a server went, for passive ejection.
+/// How one request to a server went, for ejection and the breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Any answer below 500.
+    /// The origin answered: any status but 502, 503 and 504. A 500 of one broken page
+    /// or a 501/505 a client provoked says the server is up and answering.
     Success,
-    /// A 5xx answer, a connect failure or a response timeout.
+    /// The origin failed: a connect error, a timeout while the request was complete and
+    /// the origin was slow, a broken connection, or a 502/503/504 answer.
     Failure,
+    /// No evidence about the origin: the client sent a bad or slow body, or left.
+    Inconclusive,
+}
+
+impl Outcome {
+    /// How an origin's answer counts: only the gateway-failure statuses are failures
+    /// (Envoy's `consecutive_gateway_failure`).
+    pub fn of_status(status: http::StatusCode) -> Self {
+        match status.as_u16() {
+            502..=504 => Outcome::Failure,
+            _ => Outcome::Success,
+        }
+    }
 }
 
 /// Why no server could be chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CircuitOpen {
-    /// Until the first ejection ends.
+    /// Until the breaker lets a probe through.
     pub retry_after: Duration,
 }
 
@@ -79,9 +94,16 @@ pub struct Health {
     upstream: String,
     servers: Vec<ServerHealth>,
     outlier: OutlierConfig,
+    /// Servers that may be ejected at once (from `max_ejection_percent`).
+    max_ejections: usize,
+    /// Held while deciding an ejection, so two servers failing together cannot both
+    /// pass the `max_ejections` check. Only the failure path takes it.
+    eject_lock: Mutex<()>,
+    breaker: Breaker,
     check: Option<HealthCheckConfig>,
     epoch: Instant,
     ejections: IntCounter,
+    ejections_refused: IntCounter,
 }
 
 impl Health {
@@ -91,10 +113,11 @@ impl Health {
         upstream: &str,
         servers: &[Authority],
         outlier: OutlierConfig,
+        breaker: BreakerConfig,
         check: Option<HealthCheckConfig>,
         metrics: &Metrics,
     ) -> Arc<Self> {
-        let servers = servers
+        let servers: Vec<ServerHealth> = servers
             .iter()
             .map(|a| {
                 let gauge = metrics
@@ -113,11 +136,20 @@ impl Health {
             .collect();
         let health = Arc::new(Health {
             upstream: upstream.to_string(),
+            max_ejections: outlier.max_ejections(servers.len()),
             servers,
             outlier,
+            eject_lock: Mutex::new(()),
+            breaker: Breaker::new(
+                breaker,
+                metrics.upstream_circuit_open.with_label_values(&[upstream]),
+            ),
             check,
             epoch: Instant::now(),
             ejections: metrics.upstream_ejections.with_label_values(&[upstream]),
+            ejections_refused: metrics
+                .upstream_ejections_refused
+                .with_label_values(&[upstream]),
         });
         if let (Some(check), Ok(rt)) = (health.check.clone(), tokio::runtime::Handle::try_current())
         {
@@ -131,9 +163,11 @@ impl Health {
         &self,
         servers: &[Authority],
         outlier: &OutlierConfig,
+        breaker: &BreakerConfig,
         check: &Option<HealthCheckConfig>,
     ) -> bool {
         self.outlier == *outlier
+            && self.breaker.config() == breaker
             && self.check == *check
             && self.servers.len() == servers.len()
             && self
@@ -181,7 +215,8 @@ impl Health {
         self.servers[i].check_ok.load(Ordering::Acquire) && !self.ejected(i, now)
     }
 
-    /// Picks a server, preferring one other than `avoid` (a retry goes elsewhere).
+    /// Picks a server, preferring one other than `avoid` (a retry goes elsewhere);
+    /// refuses while the circuit breaker is open.
     pub fn choose(
         &self,
         balancer: &Balancer,
@@ -189,6 +224,9 @@ impl Health {
         avoid: Option<usize>,
     ) -> Result<usize, CircuitOpen> {
         let now = self.now_ms();
+        if let Verdict::Refuse(retry_after) = self.breaker.admit(now) {
+            return Err(CircuitOpen { retry_after });
+        }
         let healthy =
             |i: usize| self.servers[i].check_ok.load(Ordering::Acquire) && !self.ejected(i, now);
         let not_ejected = |i: usize| !self.ejected(i, now);
@@ -204,53 +242,92 @@ impl Health {
             tracing::debug!(upstream = %self.upstream, "panic mode: every server fails its health check; sending to all");
             return Ok(i);
         }
+        // Unreachable while `max_ejections` leaves a server in; kept so that an empty
+        // group fails fast rather than panicking.
         Err(CircuitOpen {
-            retry_after: self.open_for_at(now).unwrap_or(Duration::from_secs(1)),
+            retry_after: Duration::from_secs(1),
         })
     }
 
-    fn open_for_at(&self, now: u64) -> Option<Duration> {
-        if !self.outlier.enabled || self.servers.is_empty() {
-            return None;
-        }
-        let mut first_end = u64::MAX;
-        for i in 0..self.servers.len() {
-            if !self.ejected(i, now) {
-                return None;
-            }
-            first_end = first_end.min(self.servers[i].ejected_until.load(Ordering::Acquire));
-        }
-        Some(Duration::from_millis(first_end.saturating_sub(now)))
-    }
-
-    /// Records how a request to server `i` went; ejects it after a run of failures.
+    /// Records how a request to server `i` went: feeds the breaker, and ejects the
+    /// server after a run of origin failures when the group can spare it.
     pub fn record(&self, i: usize, outcome: Outcome) {
+        let now = self.now_ms();
         let s = &self.servers[i];
         match outcome {
+            Outcome::Inconclusive => self.breaker.inconclusive(),
             Outcome::Success => {
+                self.breaker.record(now, false, &self.upstream);
                 s.failures.store(0, Ordering::Relaxed);
                 s.ejections.store(0, Ordering::Relaxed);
             }
             Outcome::Failure => {
+                self.breaker.record(now, true, &self.upstream);
                 let n = s.failures.fetch_add(1, Ordering::AcqRel) + 1;
-                if !self.outlier.enabled || n < self.outlier.consecutive_failures {
-                    return;
+                if self.outlier.enabled && n >= self.outlier.consecutive_failures {
+                    self.try_eject(i, n, now);
                 }
-                let now = self.now_ms();
-                if self.ejected(i, now) {
-                    return;
-                }
-                s.failures.store(0, Ordering::Relaxed);
-                let k = s.ejections.fetch_add(1, Ordering::AcqRel).min(16);
-                let time = (self.outlier.base_ejection_time * 2u32.pow(k))
-                    .min(self.outlier.max_ejection_time);
-                s.ejected_until
-                    .store(now + time.as_millis() as u64, Ordering::Release);
-                self.ejections.inc();
-                self.refresh_gauge(i, now);
-                tracing::warn!(upstream = %self.upstream, server = %s.authority, failures = n, ejected_for = ?time, "server ejected after consecutive failures");
             }
         }
+    }
+
+    /// Ejects server `i` unless it is out already or `max_ejections` servers are.
+    fn try_eject(&self, i: usize, failures: u32, now: u64) {
+        let _decide = self.eject_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.ejected(i, now) {
+            return;
+        }
+        let out = (0..self.servers.len())
+            .filter(|&j| self.ejected(j, now))
+            .count();
+        let s = &self.servers[i];
+        if out >= self.max_ejections {
+            // Counted once per run, not for every failure after it.
+            if failures == self.outlier.consecutive_failures {
+                self.ejections_refused.inc();
+                tracing::warn!(upstream = %self.upstream, server = %s.authority, failures, ejected = out, max_ejections = self.max_ejections, "server keeps failing but is not ejected: max_ejection_percent of the group is already out");
+            }
+            return;
+        }
+        s.failures.store(0, Ordering::Relaxed);
+        let k = s.ejections.fetch_add(1, Ordering::AcqRel).min(16);
+        let time =
+            (self.outlier.base_ejection_time * 2u32.pow(k)).min(self.outlier.max_ejection_time);
+        s.ejected_until
+            .store(now + time.as_millis() as u64, Ordering::Release);
+        self.ejections.inc();
+        self.refresh_gauge(i, now);
+        tracing::warn!(upstream = %self.upstream, server = %s.authority, failures, ejected_for = ?time, "server ejected after consecutive origin failures");
+    }
+
+    /// The state the admin API shows: each server and the breaker.
+    pub fn view(&self) -> serde_json::Value {
+        let now = self.now_ms();
+        let servers: Vec<serde_json::Value> = self
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let ejected = self.ejected(i, now);
+                serde_json::json!({
+                    "server": s.authority.as_str(),
+                    "passes_checks": s.check_ok.load(Ordering::Acquire),
+                    "ejected": ejected,
+                    "ejected_for_ms": if ejected {
+                        s.ejected_until.load(Ordering::Acquire).saturating_sub(now)
+                    } else {
+                        0
+                    },
+                    "failures_in_a_row": s.failures.load(Ordering::Relaxed),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "upstream": self.upstream,
+            "max_ejections": self.max_ejections,
+            "servers": servers,
+            "circuit_breaker": self.breaker.view(now),
+        })
     }
 
     fn check_result(
@@ -286,7 +363,7 @@ impl Health {
 
 impl Circuit for Health {
     fn open_for(&self) -> Option<Duration> {
-        self.open_for_at(self.now_ms())
+        self.breaker.open_for(self.now_ms())
     }
 }
 

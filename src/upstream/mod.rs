@@ -6,8 +6,10 @@
 //! pool, because hyper's pool has no per-host cap (hyper#4134).
 
 pub mod balance;
+mod breaker;
 pub mod health;
 pub mod retry;
+mod watch;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use crate::metrics::{Metrics, UpstreamMetrics};
 use balance::Balancer;
 use health::{Health, Outcome};
 use retry::Retries;
+use watch::{BodyWatch, Watched};
 
 /// One origin server of an upstream.
 #[derive(Debug)]
@@ -81,6 +84,7 @@ impl Upstream {
                 if p.health.same_settings(
                     &config.servers,
                     &config.outlier_detection,
+                    &config.circuit_breaker,
                     &config.health_check,
                 ) =>
             {
@@ -90,6 +94,7 @@ impl Upstream {
                 &config.name,
                 &config.servers,
                 config.outlier_detection.clone(),
+                config.circuit_breaker.clone(),
                 config.health_check.clone(),
                 metrics,
             ),
@@ -180,28 +185,17 @@ impl Upstream {
                 return (Err(e), None);
             }
         };
-        let res = self.send_to(idx, req).await;
-        let outcome = match &res {
-            Ok(r) if r.status().is_server_error() => Some(Outcome::Failure),
-            Ok(_) => Some(Outcome::Success),
-            Err(
-                GatewayError::UpstreamConnect { .. }
-                | GatewayError::UpstreamTimeout { .. }
-                | GatewayError::UpstreamProtocol { .. },
-            ) => Some(Outcome::Failure),
-            Err(_) => None,
-        };
-        if let Some(o) = outcome {
-            self.health.record(idx, o);
-        }
+        let (res, outcome) = self.send_to(idx, req).await;
+        self.health.record(idx, outcome);
         (res, Some(idx))
     }
 
+    /// Sends to server `idx`; says whether a failure was the origin's.
     async fn send_to(
         &self,
         idx: usize,
         mut req: Request<Body>,
-    ) -> Result<Response<Body>, GatewayError> {
+    ) -> (Result<Response<Body>, GatewayError>, Outcome) {
         let server = &self.servers[idx];
         let pq = req
             .uri()
@@ -212,10 +206,16 @@ impl Upstream {
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(server.authority.clone());
         parts.path_and_query = Some(pq);
-        *req.uri_mut() = Uri::from_parts(parts)
-            .map_err(|_| GatewayError::BadRequest("invalid request target"))?;
+        let Ok(uri) = Uri::from_parts(parts) else {
+            let e = GatewayError::BadRequest("invalid request target");
+            return (Err(e), Outcome::Inconclusive);
+        };
+        *req.uri_mut() = uri;
         // Origins speak HTTP/1.1 here whatever the client spoke.
         *req.version_mut() = http::Version::HTTP_11;
+        // Watched: whether a timeout or an error was the client's body or the origin.
+        let watch = BodyWatch::new();
+        let req = req.map(|b| body::boxed(Watched::new(b, watch.clone())));
 
         server.in_flight.fetch_add(1, Ordering::Relaxed);
         self.metrics.in_flight.inc();
@@ -225,21 +225,66 @@ impl Upstream {
             idx,
             gauge: self.metrics.in_flight.clone(),
         };
-
-        let timeout = self.config.response_timeout;
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp.map(|b| body::boxed(Guarded::new(b, guard)))),
+        match self.await_head(self.client.request(req), &watch).await {
+            Ok(Ok(resp)) => {
+                let outcome = Outcome::of_status(resp.status());
+                let resp = resp.map(|b| body::boxed(Guarded::new(b, guard)));
+                (Ok(resp), outcome)
+            }
             Ok(Err(e)) => {
                 drop(guard);
-                Err(self.classify(e))
+                // A client body that failed (reset, bad chunk) breaks the request too;
+                // that says nothing about the origin.
+                let outcome = if watch.failed() {
+                    Outcome::Inconclusive
+                } else {
+                    Outcome::Failure
+                };
+                (Err(self.classify(e)), outcome)
             }
-            Err(_) => {
+            Err(client_slow) => {
                 drop(guard);
                 self.metrics.timeouts.inc();
-                Err(GatewayError::UpstreamTimeout {
+                let e = GatewayError::UpstreamTimeout {
                     upstream: self.config.name.clone(),
-                    timeout,
-                })
+                    timeout: self.config.response_timeout,
+                };
+                let outcome = if client_slow {
+                    Outcome::Inconclusive
+                } else {
+                    Outcome::Failure
+                };
+                (Err(e), outcome)
+            }
+        }
+    }
+
+    /// Waits for the response head. The origin gets a whole `response_timeout` after
+    /// the request body has reached it, however long the client took to send that body;
+    /// on timeout, `Err(true)` when the client was still sending (the client is slow,
+    /// not the origin). Bounded: at most twice the timeout from the start.
+    async fn await_head<F: std::future::Future>(
+        &self,
+        head: F,
+        watch: &BodyWatch,
+    ) -> Result<F::Output, bool> {
+        let timeout = self.config.response_timeout;
+        let start = tokio::time::Instant::now();
+        let mut deadline = start + timeout;
+        tokio::pin!(head);
+        loop {
+            match tokio::time::timeout_at(deadline, &mut head).await {
+                Ok(out) => return Ok(out),
+                Err(_) => match watch.done_at() {
+                    None => return Err(true),
+                    Some(done) => {
+                        let origin_deadline = tokio::time::Instant::from_std(done) + timeout;
+                        if origin_deadline <= deadline {
+                            return Err(false);
+                        }
+                        deadline = origin_deadline;
+                    }
+                },
             }
         }
     }

@@ -1,8 +1,8 @@
 //! Self-contained HTML report: inline CSS and SVG, nothing fetched from anywhere.
 
 use super::summary::{comparison_rows, summary};
-use super::svg::{esc, render, Chart, Series};
-use super::RunReport;
+use super::svg::{esc, percentile_x, render, Chart, Series, XAxis};
+use super::{CurvePoint, RunReport, SecondReport};
 use crate::stats::Class;
 use std::fmt::Write as _;
 
@@ -10,7 +10,7 @@ const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:24px;color:#22
 table{border-collapse:collapse;margin:8px 0 16px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}\
 th:first-child,td:first-child{text-align:left}h2{margin-top:36px;border-bottom:2px solid #444}\
 .warn{color:#a00;font-weight:bold}pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px}\
-svg{display:block;margin:6px 0}";
+svg{display:block;margin:6px 0}.env td{text-align:left}";
 
 const CLASS_COLORS: [(Class, &str); 7] = [
     (Class::Success, "#2a9d3a"),
@@ -22,14 +22,84 @@ const CLASS_COLORS: [(Class, &str); 7] = [
     (Class::OtherError, "#999"),
 ];
 
-fn charts(r: &RunReport) -> Vec<Chart> {
+/// Colours of the targets of a comparison, in order.
+const TARGET_COLORS: [&str; 6] = [
+    "#3a6fd8", "#d62728", "#2a9d3a", "#e08a00", "#8a2be2", "#444",
+];
+
+/// Each point stands for a whole second: drawn at the middle of the part of it that
+/// the load covered, so a partial last second sits where its requests were.
+fn x_of(s: &SecondReport) -> f64 {
+    s.t as f64 + if s.load_s > 0.0 { s.load_s / 2.0 } else { 0.5 }
+}
+
+/// A time chart with the report's common time axis and the end-of-load marker.
+fn time_chart(r: &RunReport, x_max: f64, title: &str, y_unit: &str, series: Vec<Series>) -> Chart {
+    Chart {
+        title: title.into(),
+        y_unit: y_unit.into(),
+        series,
+        y_max: None,
+        x_max: Some(x_max),
+        x_axis: XAxis::Seconds,
+        markers: end_marker(r, x_max),
+    }
+}
+
+fn end_marker(r: &RunReport, x_max: f64) -> Vec<(f64, String)> {
+    let end = r.planned_s.min(r.wall_s);
+    (end > 0.0 && end < x_max - 0.05)
+        .then(|| (end, "load ends".to_string()))
+        .into_iter()
+        .collect()
+}
+
+fn error_rate(s: &SecondReport, classes: &[Class]) -> Option<f64> {
+    let total: u64 = s.completed.values().sum();
+    let bad: u64 = classes
+        .iter()
+        .map(|c| s.completed.get(c.as_str()).copied().unwrap_or(0))
+        .sum();
+    (total > 0 && s.load_s >= super::MIN_SPAN_S).then(|| bad as f64 * 100.0 / total as f64)
+}
+
+const FAILURES: [Class; 4] = [
+    Class::ServerError,
+    Class::Timeout,
+    Class::ConnectError,
+    Class::OtherError,
+];
+
+fn curve_series(name: String, color: &'static str, curve: &[CurvePoint]) -> Series {
+    Series {
+        name,
+        color,
+        points: curve
+            .iter()
+            .map(|p| (percentile_x(p.percentile / 100.0), Some(p.ms)))
+            .collect(),
+    }
+}
+
+fn hdr_chart(title: &str, series: Vec<Series>) -> Chart {
+    Chart {
+        title: title.into(),
+        y_unit: "ms".into(),
+        series,
+        y_max: None,
+        x_max: None,
+        x_axis: XAxis::Percentile,
+        markers: vec![],
+    }
+}
+
+fn charts(r: &RunReport, x_max: f64) -> Vec<Chart> {
     let tl = &r.timeline;
-    // Each point stands for a whole second: draw it at the middle of it.
-    let x = |t: u64| t as f64 + 0.5;
+    let x = x_of;
     let mut thr = vec![Series {
         name: "sent".into(),
         color: "#bbb",
-        points: tl.iter().map(|s| (x(s.t), Some(s.sent as f64))).collect(),
+        points: tl.iter().map(|s| (x(s), s.send_rate())).collect(),
     }];
     for (c, color) in CLASS_COLORS {
         if r.class(c) > 0 {
@@ -38,12 +108,7 @@ fn charts(r: &RunReport) -> Vec<Chart> {
                 color,
                 points: tl
                     .iter()
-                    .map(|s| {
-                        (
-                            x(s.t),
-                            Some(s.completed.get(c.as_str()).copied().unwrap_or(0) as f64),
-                        )
-                    })
+                    .map(|s| (x(s), s.completion_rate(c.as_str())))
                     .collect(),
             });
         }
@@ -54,17 +119,23 @@ fn charts(r: &RunReport) -> Vec<Chart> {
             color: "#000",
             points: tl
                 .iter()
-                .map(|s| (x(s.t), Some(s.dropped as f64)))
+                .map(|s| {
+                    (
+                        x(s),
+                        (s.load_s >= super::MIN_SPAN_S).then(|| s.dropped as f64 / s.load_s),
+                    )
+                })
                 .collect(),
         });
     }
     let mut out = vec![
-        Chart {
-            title: "Throughput by class (per second)".into(),
-            y_unit: "requests/s".into(),
-            series: thr,
-            y_max: None,
-        },
+        time_chart(
+            r,
+            x_max,
+            "Throughput by class (per second of load)",
+            "requests/s",
+            thr,
+        ),
         Chart {
             title: "Latency of responses completed each second".into(),
             y_unit: "ms".into(),
@@ -72,48 +143,32 @@ fn charts(r: &RunReport) -> Vec<Chart> {
                 Series {
                     name: "p50".into(),
                     color: "#3a6fd8",
-                    points: tl.iter().map(|s| (x(s.t), s.p50_ms)).collect(),
+                    points: tl.iter().map(|s| (x(s), s.p50_ms)).collect(),
                 },
                 Series {
                     name: "p99".into(),
                     color: "#d62728",
-                    points: tl.iter().map(|s| (x(s.t), s.p99_ms)).collect(),
+                    points: tl.iter().map(|s| (x(s), s.p99_ms)).collect(),
                 },
             ],
             y_max: None,
+            x_max: Some(x_max),
+            x_axis: XAxis::Seconds,
+            markers: end_marker(r, x_max),
         },
     ];
-    let rate = |s: &super::SecondReport, classes: &[Class]| {
-        let total: u64 = s.completed.values().sum();
-        let bad: u64 = classes
-            .iter()
-            .map(|c| s.completed.get(c.as_str()).copied().unwrap_or(0))
-            .sum();
-        (total > 0).then(|| bad as f64 * 100.0 / total as f64)
-    };
-    out.push(Chart {
-        title: "Error rate (share of completions)".into(),
-        y_unit: "%".into(),
-        series: vec![
+    let mut errors = time_chart(
+        r,
+        x_max,
+        "Error rate (share of completions)",
+        "%",
+        vec![
             Series {
                 name: "5xx+timeouts+errors".into(),
                 color: "#d62728",
                 points: tl
                     .iter()
-                    .map(|s| {
-                        (
-                            x(s.t),
-                            rate(
-                                s,
-                                &[
-                                    Class::ServerError,
-                                    Class::Timeout,
-                                    Class::ConnectError,
-                                    Class::OtherError,
-                                ],
-                            ),
-                        )
-                    })
+                    .map(|s| (x(s), error_rate(s, &FAILURES)))
                     .collect(),
             },
             Series {
@@ -121,31 +176,44 @@ fn charts(r: &RunReport) -> Vec<Chart> {
                 color: "#e08a00",
                 points: tl
                     .iter()
-                    .map(|s| (x(s.t), rate(s, &[Class::ClientError])))
+                    .map(|s| (x(s), error_rate(s, &[Class::ClientError])))
                     .collect(),
             },
         ],
-        y_max: Some(100.0),
-    });
+    );
+    errors.y_max = Some(100.0);
+    out.push(errors);
+    if !r.latency_curve.is_empty() {
+        out.push(hdr_chart(
+            "Latency by percentile (HDR; responses and timeouts)",
+            vec![
+                curve_series("all".into(), "#3a6fd8", &r.latency_curve),
+                curve_series("2xx".into(), "#2a9d3a", &r.latency_curve_2xx),
+            ],
+        ));
+    }
     let m = &r.metrics;
     if m.iter()
         .any(|p| p.queue_depth.is_some() || p.cache_hit_ratio.is_some())
         || r.gateway.is_some()
     {
-        out.push(Chart {
-            title: "Gateway queue depth (sum of floodgate_queue_depth)".into(),
-            y_unit: "requests".into(),
-            series: vec![Series {
+        out.push(time_chart(
+            r,
+            x_max,
+            "Gateway queue depth (sum of floodgate_queue_depth)",
+            "requests",
+            vec![Series {
                 name: "queue depth".into(),
                 color: "#3a6fd8",
                 points: m.iter().map(|p| (p.t, p.queue_depth)).collect(),
             }],
-            y_max: None,
-        });
-        out.push(Chart {
-            title: "Cache hit ratio (per scrape interval)".into(),
-            y_unit: "%".into(),
-            series: vec![Series {
+        ));
+        let mut hits = time_chart(
+            r,
+            x_max,
+            "Cache hit ratio (per scrape interval)",
+            "%",
+            vec![Series {
                 name: "hits / lookups".into(),
                 color: "#2a9d3a",
                 points: m
@@ -153,14 +221,17 @@ fn charts(r: &RunReport) -> Vec<Chart> {
                     .map(|p| (p.t, p.cache_hit_ratio.map(|h| h * 100.0)))
                     .collect(),
             }],
-            y_max: Some(100.0),
-        });
+        );
+        hits.y_max = Some(100.0);
+        out.push(hits);
     }
     if m.iter().any(|p| p.origin_in_flight.is_some()) {
-        out.push(Chart {
-            title: "Origin (simulated shop) requests in flight".into(),
-            y_unit: "requests".into(),
-            series: vec![Series {
+        out.push(time_chart(
+            r,
+            x_max,
+            "Origin (simulated shop) requests in flight",
+            "requests",
+            vec![Series {
                 name: "in flight".into(),
                 color: "#8a2be2",
                 points: m
@@ -168,10 +239,94 @@ fn charts(r: &RunReport) -> Vec<Chart> {
                     .map(|p| (p.t, p.origin_in_flight.map(|v| v as f64)))
                     .collect(),
             }],
-            y_max: None,
-        });
+        ));
     }
     out
+}
+
+/// The compared targets overlaid, one line per target, on the common time axis.
+fn comparison_charts(runs: &[RunReport], x_max: f64) -> Vec<Chart> {
+    let per_target = |f: &dyn Fn(&SecondReport) -> Option<f64>| -> Vec<Series> {
+        runs.iter()
+            .enumerate()
+            .map(|(i, r)| Series {
+                name: r.target.clone(),
+                color: TARGET_COLORS[i % TARGET_COLORS.len()],
+                points: r.timeline.iter().map(|s| (x_of(s), f(s))).collect(),
+            })
+            .collect()
+    };
+    // Every run of a comparison runs the same scenario: the first one's end stands
+    // for all.
+    let first = &runs[0];
+    let mut errors = time_chart(
+        first,
+        x_max,
+        "Error rate by target (5xx, timeouts, errors)",
+        "%",
+        per_target(&|s| error_rate(s, &FAILURES)),
+    );
+    errors.y_max = Some(100.0);
+    vec![
+        time_chart(
+            first,
+            x_max,
+            "Goodput by target (2xx per second of load)",
+            "requests/s",
+            per_target(&|s| s.completion_rate(Class::Success.as_str())),
+        ),
+        time_chart(
+            first,
+            x_max,
+            "p99 latency by target (responses completed each second)",
+            "ms",
+            per_target(&|s| s.p99_ms),
+        ),
+        errors,
+        hdr_chart(
+            "Latency by percentile by target (HDR; responses and timeouts)",
+            runs.iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    curve_series(
+                        r.target.clone(),
+                        TARGET_COLORS[i % TARGET_COLORS.len()],
+                        &r.latency_curve,
+                    )
+                })
+                .collect(),
+        ),
+    ]
+}
+
+/// The table of where the run ran: scenario, commit, host, cores, load.
+fn environment_table(o: &mut String, r: &RunReport) {
+    let e = &r.environment;
+    let load = e.load_average.map_or("unknown".to_string(), |l| {
+        format!(
+            "{:.2} {:.2} {:.2} (1, 5, 15 min, at the end of the run)",
+            l[0], l[1], l[2]
+        )
+    });
+    let rows = [
+        ("scenario", r.scenario.clone()),
+        (
+            "load",
+            format!(
+                "{} model, {:.1} s planned, {:.1} s wall",
+                r.model, r.planned_s, r.wall_s
+            ),
+        ),
+        ("commit", e.commit.clone()),
+        ("host", format!("{} ({})", e.host, e.os)),
+        ("cores", e.cores.to_string()),
+        ("load average", load),
+    ];
+    o.push_str("<table class=\"env\">");
+    for (k, v) in rows {
+        let _ = write!(o, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&v));
+    }
+    o.push_str("</table>");
 }
 
 /// The whole report for one run or a comparison of several.
@@ -195,6 +350,16 @@ pub fn render_report(runs: &[RunReport]) -> String {
         when = humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
         tool = esc(runs.first().map_or("", |r| r.tool.as_str())),
     );
+    // One time axis for every chart of the report, so that seconds line up down the
+    // page and across targets.
+    let x_max = runs
+        .iter()
+        .map(RunReport::time_span_s)
+        .fold(1.0, f64::max)
+        .ceil();
+    if let Some(first) = runs.first() {
+        environment_table(&mut o, first);
+    }
     if runs.len() > 1 {
         o.push_str("<h2>Comparison</h2><table><tr><th></th>");
         for r in runs {
@@ -209,13 +374,20 @@ pub fn render_report(runs: &[RunReport]) -> String {
             o.push_str("</tr>");
         }
         o.push_str("</table>");
+        for c in comparison_charts(runs, x_max) {
+            o.push_str(&render(&c));
+        }
     }
-    for r in runs {
+    for (i, r) in runs.iter().enumerate() {
         let _ = write!(o, "<h2>{} ({})</h2>", esc(&r.target), esc(&r.url));
+        if i > 0 {
+            // Each run's own figures: the load average differs from run to run.
+            environment_table(&mut o, r);
+        }
         for w in &r.warnings {
             let _ = write!(o, "<p class=\"warn\">WARNING: {}</p>", esc(w));
         }
-        for c in charts(r) {
+        for c in charts(r, x_max) {
             o.push_str(&render(&c));
         }
         let _ = write!(o, "<pre>{}</pre>", esc(summary(r).trim()));

@@ -109,6 +109,136 @@ pub struct SecondReport {
     pub p50_ms: Option<f64>,
     /// 99th percentile of the same, ms.
     pub p99_ms: Option<f64>,
+    /// How much of this second the load (arrivals) covered, 0..1: the last second of
+    /// the load is usually partial, and rates are counts divided by this.
+    pub load_s: f64,
+    /// How much of this second the run (load plus drain) covered, 0..1.
+    pub run_s: f64,
+}
+
+impl SecondReport {
+    /// Requests sent per second of load in this second; None where the load did not
+    /// run long enough in it to say (a sliver at the end is not a collapse).
+    pub fn send_rate(&self) -> Option<f64> {
+        (self.load_s >= MIN_SPAN_S).then(|| self.sent as f64 / self.load_s)
+    }
+
+    /// Completions of `class` per second in this second, over the load only. A second
+    /// in which the load ended and the drain began mixes the two and has no honest
+    /// rate: None, a gap in the chart rather than a false drop.
+    pub fn completion_rate(&self, class: &str) -> Option<f64> {
+        let whole = self.load_s >= 1.0 - 1e-9;
+        let last_without_drain = self.load_s >= MIN_SPAN_S && self.run_s - self.load_s < 0.01;
+        (whole || last_without_drain)
+            .then(|| self.completed.get(class).copied().unwrap_or(0) as f64 / self.load_s)
+    }
+}
+
+/// A second covered less than this is left out of rate charts: dividing a handful of
+/// requests by a sliver of time gives noise, and showing the raw count looks like a
+/// collapse of throughput where the run merely ended.
+pub const MIN_SPAN_S: f64 = 0.25;
+
+/// One point of a latency percentile distribution (an HDR plot).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct CurvePoint {
+    /// Percentile, 0..100.
+    pub percentile: f64,
+    /// Latency at it, ms.
+    pub ms: f64,
+}
+
+/// Quantiles of the HDR plot: ten per decade of nines, from 0 to 99.999 %.
+fn curve_quantiles() -> impl Iterator<Item = f64> {
+    (0..=50).map(|k| 1.0 - 10f64.powf(-(k as f64) / 10.0))
+}
+
+fn curve(h: &Histogram<u64>) -> Vec<CurvePoint> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<CurvePoint> = curve_quantiles()
+        // Beyond one sample per point the curve is the max, flat: stop there.
+        .take_while(|q| (1.0 - q) * h.len() as f64 >= 0.5 || *q == 0.0)
+        .map(|q| CurvePoint {
+            percentile: q * 100.0,
+            ms: h.value_at_quantile(q) as f64 / 1000.0,
+        })
+        .collect();
+    out.push(CurvePoint {
+        percentile: 100.0 * (1.0 - 1.0 / (2.0 * h.len() as f64)).max(0.0),
+        ms: h.max() as f64 / 1000.0,
+    });
+    out
+}
+
+/// Where and on what the run ran, so a figure can be judged and reproduced.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Environment {
+    /// `git describe`-like commit of the working tree (`FLOODGATE_COMMIT` overrides),
+    /// with `-dirty` when it had changes; "unknown" outside a checkout.
+    pub commit: String,
+    /// Host name.
+    pub host: String,
+    /// CPUs this process may use.
+    pub cores: usize,
+    /// 1, 5 and 15 minute load averages when the report was built (the 1-minute one
+    /// includes the run itself); None where the OS does not say.
+    pub load_average: Option<[f64; 3]>,
+    /// Operating system and architecture.
+    pub os: String,
+}
+
+impl Environment {
+    /// Reads this machine's figures.
+    pub fn detect() -> Environment {
+        Environment {
+            commit: commit(),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .unwrap_or_else(|| "unknown".into()),
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            load_average: load_average(),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        }
+    }
+}
+
+fn commit() -> String {
+    if let Ok(c) = std::env::var("FLOODGATE_COMMIT") {
+        if !c.trim().is_empty() {
+            return c.trim().to_string();
+        }
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(head) if !head.is_empty() => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])
+                .is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{head}-dirty")
+            } else {
+                head
+            }
+        }
+        _ => "unknown".into(),
+    }
+}
+
+fn load_average() -> Option<[f64; 3]> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
 }
 
 /// One scrape of the gateway and shop.
@@ -236,6 +366,12 @@ pub struct RunReport {
     pub latency_by_class: BTreeMap<String, Percentiles>,
     /// Tail counts of all responses and timeouts at fixed thresholds.
     pub latency_at_least: Vec<AtLeast>,
+    /// Percentile distribution of all responses and timeouts (the HDR plot).
+    pub latency_curve: Vec<CurvePoint>,
+    /// The same for 2xx only.
+    pub latency_curve_2xx: Vec<CurvePoint>,
+    /// Commit, host, cores and load of the machine the run was on.
+    pub environment: Environment,
     /// How late the generator sent against its schedule.
     pub dispatch_lag: Option<Percentiles>,
     /// Connections opened (pool client).
@@ -271,6 +407,12 @@ impl RunReport {
     /// The generator's own CPU figures.
     pub fn generator_cpu(&self) -> Option<&ProcessCpu> {
         self.cpu.iter().find(|c| c.name == "generator")
+    }
+
+    /// Seconds the charts of this run need on their time axis.
+    pub fn time_span_s(&self) -> f64 {
+        let metrics_end = self.metrics.iter().map(|m| m.t).fold(0.0, f64::max);
+        self.wall_s.max(metrics_end).max(self.timeline.len() as f64)
     }
 
     /// Pretty JSON.
@@ -325,12 +467,16 @@ pub fn build(rec: &Recorder, info: BuildInfo) -> RunReport {
             Percentiles::of(&rec.by_class[*c as usize]).map(|p| (c.as_str().to_string(), p))
         })
         .collect();
+    let load_end = info.planned_s.min(info.wall_s);
+    let covered = |t: u64, end: f64| (end - t as f64).clamp(0.0, 1.0);
     let timeline = rec
         .timeline
         .iter()
         .enumerate()
         .map(|(i, s)| SecondReport {
             t: i as u64,
+            load_s: covered(i as u64, load_end),
+            run_s: covered(i as u64, info.wall_s),
             sent: s.sent,
             dropped: s.dropped,
             completed: Class::ALL
@@ -426,6 +572,9 @@ pub fn build(rec: &Recorder, info: BuildInfo) -> RunReport {
         }),
         latency_by_class,
         latency_at_least: at_least(&rec.all),
+        latency_curve: curve(&rec.all),
+        latency_curve_2xx: curve(&rec.by_class[Class::Success as usize]),
+        environment: Environment::detect(),
         dispatch_lag,
         connections_opened: info.connections_opened,
         bytes_received: rec.bytes,

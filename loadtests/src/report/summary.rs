@@ -42,6 +42,19 @@ pub fn summary(r: &RunReport) -> String {
         "\n== {} -> {} ({}) | {} model, {:.1} s planned, {:.1} s wall, client {:?}",
         r.scenario, r.target, r.url, r.model, r.planned_s, r.wall_s, r.client
     );
+    let e = &r.environment;
+    let _ = writeln!(
+        o,
+        "  machine    commit {}  host {} ({})  cores {}  load average {}",
+        e.commit,
+        e.host,
+        e.os,
+        e.cores,
+        e.load_average.map_or("unknown".into(), |l| format!(
+            "{:.2} {:.2} {:.2}",
+            l[0], l[1], l[2]
+        ))
+    );
     let _ = writeln!(
         o,
         "  requests   scheduled {}  sent {}  completed {}  dropped {}  cut at stop {}",
@@ -284,6 +297,16 @@ pub fn comparison_rows(runs: &[RunReport]) -> Vec<(String, Vec<String>)> {
                 .collect(),
         ));
     }
+    rows.push((
+        "load average (1 min, at end)".into(),
+        runs.iter()
+            .map(|r| {
+                r.environment
+                    .load_average
+                    .map_or("-".into(), |l| format!("{:.2}", l[0]))
+            })
+            .collect(),
+    ));
     rows.push((
         "generator cores".into(),
         runs.iter()

@@ -24,6 +24,37 @@ pub struct Chart {
     pub series: Vec<Series>,
     /// Fixed top of the y axis (e.g. 100 for percentages).
     pub y_max: Option<f64>,
+    /// Fixed right end of the x axis, so that the charts of a report line up.
+    pub x_max: Option<f64>,
+    /// What the x axis shows.
+    pub x_axis: XAxis,
+    /// Vertical marker lines with a label (e.g. where the load ends).
+    pub markers: Vec<(f64, String)>,
+}
+
+/// The x axis of a chart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XAxis {
+    /// Seconds since the start of the run.
+    #[default]
+    Seconds,
+    /// Percentiles on HDR's log scale: x = log10(1 / (1 - q)), so 1 is p90, 2 p99,
+    /// 3 p99.9 (see [`percentile_x`]).
+    Percentile,
+}
+
+/// Where quantile `q` (0..1) sits on an [`XAxis::Percentile`] axis.
+pub fn percentile_x(q: f64) -> f64 {
+    (1.0 / (1.0 - q).max(1e-9)).log10()
+}
+
+fn percentile_label(x: f64) -> String {
+    match x.round() as i64 {
+        0 => "0%".into(),
+        1 => "90%".into(),
+        2 => "99%".into(),
+        n => format!("99.{}%", "9".repeat((n - 2) as usize)),
+    }
 }
 
 const W: f64 = 860.0;
@@ -74,11 +105,18 @@ fn fmt_tick(v: f64) -> String {
 
 /// Renders a chart as an `<svg>` element.
 pub fn render(chart: &Chart) -> String {
-    let xmax = chart
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0))
-        .fold(1.0_f64, f64::max);
+    let xmax = chart.x_max.unwrap_or_else(|| {
+        chart
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .fold(1.0_f64, f64::max)
+    });
+    let xmax = match chart.x_axis {
+        XAxis::Seconds => xmax.max(1.0),
+        // Whole decades of nines.
+        XAxis::Percentile => xmax.ceil().max(1.0),
+    };
     let data_max = chart
         .series
         .iter()
@@ -90,10 +128,13 @@ pub fn render(chart: &Chart) -> String {
     let ymax_raw = if ymax_raw > 0.0 { ymax_raw } else { 1.0 };
     let ystep = nice_step(ymax_raw, 4.0);
     let ymax = (ymax_raw / ystep).ceil().max(1.0) * ystep;
-    let xstep = nice_step(xmax, 10.0).max(1.0);
+    let xstep = match chart.x_axis {
+        XAxis::Seconds => nice_step(xmax, 10.0).max(1.0),
+        XAxis::Percentile => 1.0,
+    };
     let pw = W - LEFT - RIGHT;
     let ph = H - TOP - BOTTOM;
-    let sx = |x: f64| LEFT + x / xmax * pw;
+    let sx = |x: f64| LEFT + (x / xmax).clamp(0.0, 1.0) * pw;
     let sy = |y: f64| TOP + ph - (y / ymax).clamp(0.0, 1.05) * ph;
 
     let mut o = String::new();
@@ -129,14 +170,34 @@ pub fn render(chart: &Chart) -> String {
     let mut x = 0.0;
     while x <= xmax + 1e-9 {
         let px = sx(x);
+        let label = match chart.x_axis {
+            XAxis::Seconds => format!("{}s", fmt_tick(x)),
+            XAxis::Percentile => percentile_label(x),
+        };
+        // The last label would stick out of the picture if centred on its tick.
+        let (tx, anchor) = if px > W - RIGHT - 24.0 {
+            (W - 2.0, "end")
+        } else {
+            (px, "middle")
+        };
         let _ = write!(
             o,
-            r##"<line x1="{px:.1}" x2="{px:.1}" y1="{TOP}" y2="{b}" stroke="#f0f0f0"/><text x="{px:.1}" y="{ty}" font-size="11" text-anchor="middle">{v}s</text>"##,
+            r##"<line x1="{px:.1}" x2="{px:.1}" y1="{TOP}" y2="{b}" stroke="#f0f0f0"/><text x="{tx:.1}" y="{ty}" font-size="11" text-anchor="{anchor}">{label}</text>"##,
             b = TOP + ph,
             ty = H - 10.0,
-            v = fmt_tick(x)
         );
         x += xstep;
+    }
+    for (mx, label) in &chart.markers {
+        let px = sx(*mx);
+        let _ = write!(
+            o,
+            r##"<line x1="{px:.1}" x2="{px:.1}" y1="{TOP}" y2="{b}" stroke="#666" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{ty}" font-size="11" fill="#666" text-anchor="end">{l}</text>"##,
+            b = TOP + ph,
+            tx = px - 3.0,
+            ty = TOP + 12.0,
+            l = esc(label)
+        );
     }
     let _ = write!(
         o,
@@ -204,11 +265,62 @@ mod tests {
                 ],
             }],
             y_max: None,
+            x_max: None,
+            x_axis: XAxis::Seconds,
+            markers: vec![],
         };
         let s = render(&c);
         assert_eq!(s.matches("<polyline").count(), 2);
         assert!(s.contains("t &lt;x&gt;"));
         assert!(s.starts_with("<svg") && s.ends_with("</svg>"));
+    }
+
+    #[test]
+    fn charts_with_the_same_x_max_share_their_time_ticks() {
+        let chart = |last: f64| Chart {
+            title: "t".into(),
+            y_unit: "ms".into(),
+            series: vec![Series {
+                name: "a".into(),
+                color: "#123",
+                points: vec![(0.5, Some(1.0)), (last, Some(1.0))],
+            }],
+            y_max: None,
+            x_max: Some(30.0),
+            x_axis: XAxis::Seconds,
+            markers: vec![(20.0, "load ends".into())],
+        };
+        let ticks = |s: &str| {
+            s.match_indices("\">")
+                .filter(|(i, _)| s[..*i].ends_with("middle") || s[..*i].ends_with("end"))
+                .map(|(i, _)| s[i..].split('<').next().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (render(&chart(3.0)), render(&chart(29.0)));
+        assert_eq!(ticks(&a), ticks(&b));
+        assert!(a.contains("30s") && a.contains("load ends"));
+    }
+
+    #[test]
+    fn a_percentile_axis_is_labelled_in_nines() {
+        assert!((percentile_x(0.99) - 2.0).abs() < 1e-9);
+        let c = Chart {
+            title: "hdr".into(),
+            y_unit: "ms".into(),
+            series: vec![Series {
+                name: "all".into(),
+                color: "#123",
+                points: vec![(0.0, Some(1.0)), (percentile_x(0.999), Some(9.0))],
+            }],
+            y_max: None,
+            x_max: None,
+            x_axis: XAxis::Percentile,
+            markers: vec![],
+        };
+        let s = render(&c);
+        for l in ["0%", "90%", "99%", "99.9%"] {
+            assert!(s.contains(&format!(">{l}<")), "{l}");
+        }
     }
 
     #[test]

@@ -1,0 +1,291 @@
+//! Access logs to a file, as an operator runs them: `floodgate run` with
+//! `log.access_log_file`, logrotate's rename and SIGUSR1.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+
+const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
+
+/// A `floodgate run` process; killed on drop if still running.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    stderr: Receiver<String>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// Waits for a stderr line containing `what`, and returns it.
+    fn wait_for_line(&self, what: &str) -> String {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("no stderr line with {what:?}"));
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+fn spawn_gateway(config: &Path) -> Process {
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut p = Process {
+        child,
+        addr: "0.0.0.0:0".parse().unwrap(),
+        stderr: rx,
+    };
+    let line = p.wait_for_line("listening");
+    assert!(
+        !line.contains("admin"),
+        "the proxy listener comes first: {line}"
+    );
+    // `addr=127.0.0.1:N` in text logs, `"addr":"127.0.0.1:N"` in JSON.
+    p.addr = line
+        .split_once("127.0.0.1:")
+        .map(|(_, rest)| {
+            let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            format!("127.0.0.1:{port}")
+        })
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("an address in {line}"));
+    p
+}
+
+async fn get_with_id(addr: SocketAddr, id: &str) -> Answer {
+    send(
+        http::Request::get(format!("http://{addr}/products/7"))
+            .header("x-request-id", id)
+            .body(Full::<Bytes>::default())
+            .unwrap(),
+    )
+    .await
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+async fn eventually_contains(path: &Path, needle: &str) {
+    eventually(
+        &format!("{} contains {needle:?}", path.display()),
+        Duration::from_secs(10),
+        || async { read(path).contains(needle) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn after_logrotate_renames_the_access_log_sigusr1_makes_new_lines_go_to_a_new_file() {
+    let shop = fast_shop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let text = config_text(shop.addr, "").replace(
+        "[log]\naccess_log = false\n",
+        &format!(
+            "[log]\naccess_log = true\nformat = \"json\"\naccess_log_file = \"{}\"\n",
+            log.display()
+        ),
+    );
+    assert!(text.contains("access_log_file"), "{text}");
+    let config = dir.path().join("floodgate.toml");
+    std::fs::write(&config, text).unwrap();
+    let gw = spawn_gateway(&config);
+
+    assert_eq!(get_with_id(gw.addr, "before-rotate").await.status, 200);
+    eventually_contains(&log, "before-rotate").await;
+    let first = read(&log);
+    let line: serde_json::Value =
+        serde_json::from_str(first.lines().next().unwrap()).expect("one JSON object a line");
+    assert_eq!(line["target"], "floodgate::access", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+
+    // What logrotate does: rename, then signal.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    gw.signal("-USR1");
+    gw.wait_for_line("reopening the access log file");
+
+    assert_eq!(get_with_id(gw.addr, "after-rotate").await.status, 200);
+    eventually_contains(&log, "after-rotate").await;
+    assert!(
+        !read(&log).contains("before-rotate"),
+        "the new file starts empty"
+    );
+    let old = read(&rotated);
+    assert!(old.contains("before-rotate"), "{old}");
+    assert!(
+        !old.contains("after-rotate"),
+        "nothing more goes to the rotated file: {old}"
+    );
+    assert_eq!(
+        shop.stats.served.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the origin served both requests"
+    );
+}
+
+#[tokio::test]
+async fn access_lines_go_to_the_file_and_not_to_stderr() {
+    let shop = fast_shop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let text = config_text(shop.addr, "").replace(
+        "[log]\naccess_log = false\n",
+        &format!("[log]\naccess_log_file = \"{}\"\n", log.display()),
+    );
+    let config = dir.path().join("floodgate.toml");
+    std::fs::write(&config, text).unwrap();
+    let gw = spawn_gateway(&config);
+    assert_eq!(get_with_id(gw.addr, "to-the-file").await.status, 200);
+    eventually_contains(&log, "to-the-file").await;
+    assert!(
+        read(&log).contains("floodgate::access"),
+        "text format names the target: {}",
+        read(&log)
+    );
+    // The reopen message proves stderr is still read; nothing before it was the
+    // access line.
+    gw.signal("-USR1");
+    let mut seen = Vec::new();
+    loop {
+        let line = gw
+            .stderr
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the reopen message");
+        if line.contains("reopening the access log file") {
+            break;
+        }
+        seen.push(line);
+    }
+    assert!(
+        !seen.iter().any(|l| l.contains("to-the-file")),
+        "the access line stayed off stderr: {seen:?}"
+    );
+}
+
+#[test]
+fn check_refuses_an_access_log_file_with_access_logging_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("floodgate.toml");
+    std::fs::write(
+        &config,
+        "[log]\naccess_log = false\naccess_log_file = \"/tmp/x.log\"\n\n\
+         [[upstream]]\nname = \"shop\"\nservers = [\"127.0.0.1:3000\"]\n\n\
+         [[route]]\nname = \"shop\"\nupstream = \"shop\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("log.access_log_file"), "{err}");
+}
+
+#[test]
+fn run_refuses_to_start_when_the_access_log_file_cannot_be_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("floodgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n\n\
+             [log]\naccess_log_file = \"{}/no/such/dir/access.log\"\n\n\
+             [[upstream]]\nname = \"shop\"\nservers = [\"127.0.0.1:3000\"]\n\n\
+             [[route]]\nname = \"shop\"\nupstream = \"shop\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("log.access_log_file"), "{err}");
+}
+
+#[tokio::test]
+async fn a_stalled_log_disk_does_not_hold_up_requests() {
+    // The access log is a pipe whose reader never reads: once the pipe's 64 KiB are
+    // full, every write to it blocks, as a write to a stalled disk would.
+    let shop = fast_shop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.fifo");
+    assert!(Command::new("mkfifo").arg(&log).status().unwrap().success());
+    let reader_path = log.clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(reader_path).unwrap();
+        let _ = held_tx.send(());
+        // Hold the pipe open, never read.
+        std::thread::sleep(Duration::from_secs(120));
+        drop(f);
+    });
+    let text = config_text(shop.addr, "").replace(
+        "[log]\naccess_log = false\n",
+        &format!("[log]\naccess_log_file = \"{}\"\n", log.display()),
+    );
+    let config = dir.path().join("floodgate.toml");
+    std::fs::write(&config, text).unwrap();
+    let gw = spawn_gateway(&config);
+    held_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    // 1,000 lines of ~250 bytes: four times what the pipe holds.
+    let id = "x".repeat(100);
+    let all = tokio::time::timeout(Duration::from_secs(60), async {
+        for _ in 0..1000 {
+            assert_eq!(get_with_id(gw.addr, &id).await.status, 200);
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "requests stalled behind the access log");
+    assert_eq!(
+        shop.stats.served.load(std::sync::atomic::Ordering::SeqCst),
+        1000
+    );
+}

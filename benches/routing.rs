@@ -23,6 +23,7 @@ fn portal(sites: usize) -> Vec<RouteConfig> {
                 cache: None,
                 rate_limits: Default::default(),
                 waiting_room: None,
+                request_buffering: true,
                 https_redirect: false,
             });
         }

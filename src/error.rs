@@ -22,6 +22,17 @@ pub enum GatewayError {
     /// The request body is larger than `server.max_request_body`.
     #[error("request body larger than the limit")]
     BodyTooLarge,
+    /// The client did not send its whole request, head and body, within
+    /// `server.request_timeout`: the client's slowness, never the origin's failure.
+    #[error("the request was not received in full within {timeout:?}")]
+    RequestTimeout {
+        /// The deadline that passed.
+        timeout: Duration,
+    },
+    /// The request body's framing is broken (malformed chunked encoding) or the client
+    /// ended it early: the client's fault, never the origin's failure.
+    #[error("malformed or incomplete request body")]
+    MalformedBody,
     /// No connection could be made to any server of the upstream.
     #[error("cannot connect to upstream {upstream}")]
     UpstreamConnect {
@@ -94,6 +105,8 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::BodyTooLarge => "body_too_large",
+            GatewayError::RequestTimeout { .. } => "request_timeout",
+            GatewayError::MalformedBody => "malformed_body",
             GatewayError::UpstreamConnect { .. } => "upstream_connect",
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::UpstreamProtocol { .. } => "upstream_protocol",

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod admission;
 pub mod body;
+pub mod buffering;
 pub mod cache;
 pub mod config;
 pub mod demo;

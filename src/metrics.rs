@@ -82,6 +82,8 @@ pub struct Metrics {
     pub rate_limit: crate::rate_limit::RateLimitMetrics,
     /// `floodgate_waiting_room_*{room}`.
     pub waiting_room: crate::waiting_room::metrics::Families,
+    /// `floodgate_slow_clients_total{reason}`.
+    pub slow_clients: crate::buffering::SlowClientMetrics,
     /// `floodgate_state_backend_up{backend}`: 1 while the shared-state backend answers.
     pub state_backend_up: IntGaugeVec,
     /// `floodgate_certificate_expiry_seconds`, `floodgate_tls_handshakes_total`.
@@ -295,12 +297,14 @@ impl Metrics {
         }
         let rate_limit = crate::rate_limit::RateLimitMetrics::register(&registry);
         let waiting_room = crate::waiting_room::metrics::Families::register(&registry);
+        let slow_clients = crate::buffering::SlowClientMetrics::register(&registry);
         let state_backend_up = register_state_backend_up(&registry);
         registry
             .register(Box::new(crate::logging::DroppedLines::new()))
             .expect("metric registered once");
         let tls = crate::tls::TlsMetrics::register(&registry);
         Arc::new(Metrics {
+            slow_clients,
             tls,
             rate_limit,
             waiting_room,

@@ -118,6 +118,7 @@ impl Compiled {
                     name: r.name.as_str().into(),
                     service: route_stack(
                         r,
+                        &config.server.buffering,
                         upstreams[r.upstream].clone(),
                         rate_limits.clone(),
                         r.waiting_room.map(|i| waiting_rooms[i].clone()),

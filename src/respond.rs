@@ -16,8 +16,9 @@ use crate::error::GatewayError;
 pub fn status(err: &GatewayError) -> StatusCode {
     match err {
         GatewayError::NoRoute => StatusCode::NOT_FOUND,
-        GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        GatewayError::BadRequest(_) | GatewayError::MalformedBody => StatusCode::BAD_REQUEST,
         GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        GatewayError::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         GatewayError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         GatewayError::UpstreamConnect { .. } | GatewayError::UpstreamProtocol { .. } => {
             StatusCode::BAD_GATEWAY

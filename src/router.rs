@@ -124,6 +124,7 @@ mod tests {
             cache: None,
             rate_limits: Default::default(),
             waiting_room: None,
+            request_buffering: true,
             https_redirect: false,
         }
     }

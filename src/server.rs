@@ -15,6 +15,11 @@
 //! - a keep-alive connection between requests: `idle_timeout`.
 //!
 //! hyper's own header timer stays set (to the larger of the two) as a backstop.
+//!
+//! With requests in flight, the task cuts a client that takes no response data for
+//! `send_timeout` (see [`crate::buffering::send`]); the request deadline itself
+//! (`request_timeout`, head plus body) is kept by the request-buffering layer, which
+//! gets the head's start from here.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -29,9 +34,24 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use crate::buffering::{RequestStart, SendWatch, Watched};
 use crate::config::ServerConfig;
 use crate::proxy::{handle_counted, ConnActivity, Shared};
 use crate::tls::{OverTls, Tls};
+
+/// HTTP/2 receive window per stream. hyper's default is 1 MiB; a quarter of it still
+/// carries a whole form post or JSON body in one window (request bodies are read at
+/// once by the request buffer, so the window reopens as fast as the client sends),
+/// and it caps what one stream may push at us unasked.
+pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// HTTP/2 receive window per connection: the most request-body bytes a client may have
+/// in flight to us on one connection, across its streams. Four streams at a full
+/// window; hyper's default (1 MiB) kept, and now written down.
+pub const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Response bytes hyper queues per HTTP/2 stream beyond what the client's window lets
+/// out (hyper's default is 400 KiB). The response buffer already holds what the origin
+/// sent ahead of the client; this only needs to keep the socket busy between polls.
+pub const H2_MAX_SEND_BUF: usize = 64 * 1024;
 
 /// Binds a listener with SO_REUSEADDR so a restart does not wait for TIME_WAIT.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -54,6 +74,8 @@ pub fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         // (hyper#3567, hyper-util#137).
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout.max(cfg.idle_timeout))
+        // Bounds the read buffer (so the head) and the flattened write buffer alike;
+        // body bytes beyond it wait in the response buffer, not in hyper.
         .max_buf_size(cfg.max_header_size)
         .max_headers(cfg.max_headers)
         .keep_alive(true);
@@ -61,6 +83,11 @@ pub fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(cfg.http2_max_concurrent_streams)
         .max_header_list_size(cfg.max_header_size as u32)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // A fixed window, so the bounds above hold (BDP probing would grow them).
+        .adaptive_window(false)
+        .max_send_buf_size(H2_MAX_SEND_BUF)
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(Duration::from_secs(20));
     b
@@ -147,17 +174,30 @@ async fn serve_connection<S>(
 {
     let activity = Arc::new(ConnActivity::default());
     activity.last_end.touch();
+    let send = Arc::new(SendWatch::default());
+    let send_timeout = cfg.buffering.send_timeout;
+    let metrics = shared.metrics.clone();
     let io = TokioIo::new(ActivityIo {
         inner: stream,
         activity: activity.clone(),
+        send: send.clone(),
     });
     let svc = {
         let activity = activity.clone();
+        let send = send.clone();
         service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             if over_tls {
                 req.extensions_mut().insert(OverTls);
             }
-            handle_counted(shared.clone(), peer, activity.clone(), req)
+            let version = req.version();
+            req.extensions_mut()
+                .insert(RequestStart(head_start(&activity, version)));
+            let send = send.clone();
+            let answer = handle_counted(shared.clone(), peer, activity.clone(), req);
+            async move {
+                let resp = answer.await?;
+                Ok::<_, std::convert::Infallible>(resp.map(|b| Watched::new(b, &send, version)))
+            }
         })
     };
     let conn = builder.serve_connection(io, svc);
@@ -167,7 +207,7 @@ async fn serve_connection<S>(
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        let check_at = deadline(&activity, cfg);
+        let check_at = deadline(&activity, cfg).min(send.next_check(send_timeout));
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -180,6 +220,12 @@ async fn serve_connection<S>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tokio::time::sleep_until(check_at.into()) => {
+                if send.expired(send_timeout) {
+                    // The client stopped taking its answer: nginx's send_timeout.
+                    metrics.slow_clients.send_timeout.inc();
+                    tracing::debug!(%peer, ?send_timeout, "closing a client that stopped reading");
+                    return;
+                }
                 if activity.in_flight.load(Ordering::Acquire) == 0 && deadline(&activity, cfg) <= Instant::now() {
                     // Nothing in flight: dropping the connection loses no answer.
                     tracing::debug!(%peer, "closing idle or slow client connection");
@@ -187,6 +233,16 @@ async fn serve_connection<S>(
                 }
             }
         }
+    }
+}
+
+/// When the request now arriving started: its first byte on HTTP/1 (the connection
+/// notes it), now on HTTP/2, whose HEADERS frame arrives whole and whose connection
+/// carries other streams' bytes.
+fn head_start(activity: &ConnActivity, version: http::Version) -> Instant {
+    match version {
+        http::Version::HTTP_2 => Instant::now(),
+        _ => activity.head_started.get().unwrap_or_else(Instant::now),
     }
 }
 
@@ -210,11 +266,12 @@ fn deadline(activity: &ConnActivity, cfg: &ServerConfig) -> Instant {
 
 pin_project_lite::pin_project! {
     /// The client stream (TCP, or TLS over TCP), noting when a new request head starts
-    /// arriving.
+    /// arriving and when writes stall.
     struct ActivityIo<S> {
         #[pin]
         inner: S,
         activity: Arc<ConnActivity>,
+        send: Arc<SendWatch>,
     }
 }
 
@@ -240,7 +297,10 @@ impl<S: AsyncWrite> AsyncWrite for ActivityIo<S> {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let res = this.inner.poll_write(cx, buf);
+        note_write(this.send, &res);
+        res
     }
 
     fn poll_write_vectored(
@@ -248,7 +308,10 @@ impl<S: AsyncWrite> AsyncWrite for ActivityIo<S> {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let res = this.inner.poll_write_vectored(cx, bufs);
+        note_write(this.send, &res);
+        res
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -267,6 +330,15 @@ impl<S: AsyncWrite> AsyncWrite for ActivityIo<S> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// Tells the send watch whether a write went out or stalled.
+fn note_write(send: &SendWatch, res: &std::task::Poll<std::io::Result<usize>>) {
+    match res {
+        std::task::Poll::Pending => send.write_blocked(),
+        std::task::Poll::Ready(Ok(n)) if *n > 0 => send.wrote(),
+        std::task::Poll::Ready(_) => {}
     }
 }
 

@@ -26,7 +26,12 @@ async fn a_get_reaches_the_origin_and_comes_back_intact() {
 #[tokio::test]
 async fn a_posted_body_streams_to_the_origin_before_the_client_finishes_it() {
     let shop = fast_shop().await;
-    let gw = gateway_for(&shop).await;
+    // Bodies are buffered whole by default; a route taking uploads turns that off.
+    let gw = gateway(&config_text(
+        shop.addr,
+        "[[route]]\nname = \"shop\"\nupstream = \"shop\"\nrequest_buffering = false\n",
+    ))
+    .await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
     let body = StreamBody::new(futures_util::stream::poll_fn({
         let mut rx = rx;

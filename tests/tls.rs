@@ -138,6 +138,7 @@ async fn start_with(dir: &Path, certs: &[&str], server_extra: &str, more: &str) 
 async fn reload(gw: &floodgate::Gateway) -> Answer {
     send(
         Request::post(format!("http://{}/admin/reload", gw.admin_addr.unwrap()))
+            .header("content-type", "application/json")
             .body(Default::default())
             .unwrap(),
     )

@@ -46,11 +46,16 @@ async fn restart_at(addr: SocketAddr) -> ShopHandle {
 
 /// A gateway with upstream "shop" on `servers` plus `upstream` settings, one route.
 async fn gateway(servers: &[SocketAddr], upstream: &str) -> Gateway {
+    gateway_route(servers, upstream, "").await
+}
+
+/// Like [`gateway`], with extra keys for the route.
+async fn gateway_route(servers: &[SocketAddr], upstream: &str, route: &str) -> Gateway {
     let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[log]\naccess_log = false\n\
          [[upstream]]\nname = \"shop\"\nservers = [{}]\n{upstream}\n\
-         [[route]]\nname = \"shop\"\nupstream = \"shop\"\n",
+         [[route]]\nname = \"shop\"\nupstream = \"shop\"\n{route}\n",
         list.join(", ")
     );
     let config =
@@ -730,7 +735,9 @@ async fn a_client_dripping_its_body_past_the_timeout_does_not_count_against_the_
     let upstream = "response_timeout = \"300ms\"\nretries = { attempts = 0 }\n\
         outlier_detection = { consecutive_failures = 1 }\n\
         circuit_breaker = { min_requests = 1 }";
-    let gw = gateway(&[a.addr, b.addr], upstream).await;
+    // Streamed bodies (buffered ones never reach the origin until complete; see
+    // tests/slow_clients.rs), so the response timeout runs while the client drips.
+    let gw = gateway_route(&[a.addr, b.addr], upstream, "request_buffering = false").await;
     for _ in 0..2 {
         let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
         s.write_all(

@@ -1,5 +1,6 @@
 //! The admission tower service: classify, wait for a slot, call the upstream, and hold
-//! the slot in the response body until the origin has sent all of it.
+//! the slot until the origin has sent all of its response, whether or not the client
+//! has read it yet (the response buffer, [`crate::buffering::response`], reads ahead).
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,7 +12,8 @@ use tower::Service;
 use super::error::ShedReason;
 use super::priority::{classify, PriorityRule};
 use super::queue::Admission;
-use crate::body::{self, Body, Guarded};
+use crate::body::Body;
+use crate::buffering::{self, ResponseBuffering};
 use crate::error::GatewayError;
 
 /// Whether an upstream can take requests at all; the admission layer fails fast when
@@ -29,16 +31,19 @@ pub struct AdmissionService<S> {
     rules: Arc<[PriorityRule]>,
     circuit: Option<Arc<dyn Circuit>>,
     upstream: Arc<str>,
+    response: ResponseBuffering,
 }
 
 impl<S> AdmissionService<S> {
-    /// Wraps `inner` with `admission`, classifying requests by `rules`.
+    /// Wraps `inner` with `admission`, classifying requests by `rules`; `response` says
+    /// how far the origin's answer is read ahead of the client.
     pub fn new(
         inner: S,
         admission: Arc<Admission>,
         rules: Arc<[PriorityRule]>,
         circuit: Option<Arc<dyn Circuit>>,
         upstream: Arc<str>,
+        response: ResponseBuffering,
     ) -> Self {
         AdmissionService {
             inner,
@@ -46,6 +51,7 @@ impl<S> AdmissionService<S> {
             rules,
             circuit,
             upstream,
+            response,
         }
     }
 }
@@ -96,6 +102,7 @@ where
         let admission = self.admission.clone();
         let circuit = self.circuit.clone();
         let upstream = self.upstream.clone();
+        let response = self.response.clone();
         Box::pin(async move {
             if let Some(retry_after) = circuit.as_ref().and_then(|c| c.open_for()) {
                 admission.metrics().shed(ShedReason::CircuitOpen);
@@ -110,7 +117,7 @@ where
                 .await
                 .map_err(|r| shed_error(&upstream, r))?;
             match inner.call(req).await {
-                Ok(resp) => Ok(resp.map(|b| body::boxed(Guarded::new(b, permit)))),
+                Ok(resp) => Ok(buffering::detach(resp, permit, &response)),
                 Err(e) => {
                     if matches!(e, GatewayError::CircuitOpen { .. }) {
                         admission.metrics().shed(ShedReason::CircuitOpen);
@@ -126,6 +133,7 @@ where
 mod tests {
     use super::*;
     use crate::admission::{AdmissionMetrics, Settings};
+    use crate::body;
     use crate::config::admission::AdmissionTuning;
     use crate::config::Concurrency;
     use crate::metrics::Metrics;
@@ -174,8 +182,18 @@ mod tests {
                 Box::pin(async move { Ok(Response::new(body::boxed(b))) })
             },
         );
-        let mut svc =
-            AdmissionService::new(origin, adm.clone(), Arc::from(Vec::new()), None, "t".into());
+        let mut svc = AdmissionService::new(
+            origin,
+            adm.clone(),
+            Arc::from(Vec::new()),
+            None,
+            "t".into(),
+            ResponseBuffering {
+                limit: 1024,
+                send_timeout: Duration::from_secs(10),
+                abandoned: prometheus::IntCounter::new("t", "t").unwrap(),
+            },
+        );
         let resp = svc.call(Request::new(body::empty())).await.unwrap();
         assert_eq!(adm.in_flight(), 1, "head received, body not: still busy");
         let mut body = resp.into_body();

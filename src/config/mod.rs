@@ -6,6 +6,7 @@
 //! operator fixes a file in one pass. Nothing downstream ever parses a string.
 
 pub mod admission;
+pub mod buffering;
 mod locate;
 pub mod raw;
 pub mod tls;
@@ -115,6 +116,8 @@ pub struct ServerConfig {
     pub via_name: String,
     /// Request-edge validation and normalisation (see [`crate::edge`]).
     pub edge: crate::edge::EdgeConfig,
+    /// Request buffering and client deadlines.
+    pub buffering: buffering::Buffering,
 }
 
 /// Log output format.
@@ -220,6 +223,8 @@ pub struct RouteConfig {
     pub rate_limits: crate::rate_limit::RouteRateLimits,
     /// Index into [`Config::waiting_rooms`], if the route has a room.
     pub waiting_room: Option<usize>,
+    /// Whether request bodies are read whole before taking an admission slot.
+    pub request_buffering: bool,
     /// Cleartext requests get a 308 to the same URL over https.
     pub https_redirect: bool,
 }
@@ -590,6 +595,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             cache,
             rate_limits,
             waiting_room,
+            request_buffering: r.request_buffering.unwrap_or(true),
             https_redirect: r.https_redirect.unwrap_or(tls::DEFAULT_HTTPS_REDIRECT),
         });
     }
@@ -724,6 +730,7 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
             },
             &mut p.0,
         ),
+        buffering: buffering::compile(s, p),
     }
 }
 

@@ -72,6 +72,10 @@ pub struct RawServer {
     pub refused_methods: Option<Vec<String>>,
     pub untrusted_headers: Option<Vec<String>>,
     pub strip_headers: Option<Vec<String>>,
+    pub request_timeout: Option<String>,
+    pub request_buffer: Option<String>,
+    pub send_timeout: Option<String>,
+    pub response_buffer: Option<String>,
 }
 
 /// `[log]`: format and verbosity.
@@ -131,6 +135,8 @@ pub struct RawRoute {
     pub waiting_room: Option<String>,
     #[serde(default)]
     pub priority: Vec<super::admission::RawPriorityRule>,
+    /// Read the whole request body before the origin sees it (default true).
+    pub request_buffering: Option<bool>,
     /// Answer cleartext requests with a 308 to the same URL over https.
     pub https_redirect: Option<bool>,
 }

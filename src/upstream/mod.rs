@@ -296,13 +296,10 @@ impl Upstream {
                 upstream: self.config.name.clone(),
             };
         }
-        // A request body over the limit surfaces here as the client's body error.
-        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-        while let Some(s) = src {
-            if s.is::<http_body_util::LengthLimitError>() {
-                return GatewayError::BodyTooLarge;
-            }
-            src = s.source();
+        // A streamed request body that failed (too large, too slow, broken framing)
+        // surfaces here as the client's error, never as the origin's.
+        if let Some(client) = crate::buffering::client_body_error(&e) {
+            return client;
         }
         self.metrics.other_errors.inc();
         GatewayError::UpstreamProtocol {

@@ -361,9 +361,12 @@ async fn a_waiting_room_pass_handed_out_over_tls_is_a_secure_cookie() {
     .unwrap();
     let room = format!(
         "[[route]]\nname = \"shop\"\nupstream = \"shop\"\nwaiting_room = \"sale\"\n\n\
-         [[waiting_room]]\nname = \"sale\"\nkey_file = \"{}\"\nactive_users = 100\nnew_users_per_minute = 6000\n",
+         [[waiting_room]]\nname = \"sale\"\nkey_file = \"{}\"\nactive_users = 100\nnew_users_per_minute = 6000\n\
+         mode = \"passthrough\"\n",
         dir.path().join("room.key").display()
     );
+    // Passthrough: every visitor gets a pass at once, so both answers carry one
+    // whatever the admission pacing.
     let t = start_with(dir.path(), &["shop"], "", &room).await;
     let pass = |a: &Answer| {
         a.headers

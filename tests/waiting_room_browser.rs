@@ -220,6 +220,7 @@ async fn admin_post(gw: &floodgate::Gateway, action: &str, body: &str) {
             "http://{}/admin/waiting-rooms/sale/{action}",
             gw.admin_addr.unwrap()
         ))
+        .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap(),
     )

@@ -15,12 +15,6 @@ const ALERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/alerts.yml
 const ALERT_TESTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards/alerts_test.yml");
 const PROMTOOL: &str = "promtool";
 
-/// Metrics the screens may query that a gateway only registers in some setups, each with
-/// the setup. The test below accepts them without seeing them on `/metrics`.
-///
-/// `floodgate_certificate_expiry_seconds` comes with TLS (another branch): remove it from
-/// this list once that branch is merged and this test's gateway serves a certificate.
-
 /// Every `floodgate_…` metric name in `text`, with the `_bucket`, `_sum` and `_count`
 /// of a histogram's series folded into the family's name.
 fn metric_names(text: &str) -> BTreeSet<String> {

@@ -23,6 +23,7 @@ pub mod router;
 pub mod server;
 pub mod shop;
 pub mod stack;
+pub mod state;
 pub mod upstream;
 pub mod waiting_room;
 

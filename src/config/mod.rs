@@ -76,6 +76,8 @@ pub struct Config {
     pub cache: crate::cache::config::CacheSettings,
     /// Waiting rooms in file order; routes refer to them by index.
     pub waiting_rooms: Vec<crate::waiting_room::RoomConfig>,
+    /// `[state]`: local, or shared with other instances through Redis.
+    pub state: crate::state::config::StateConfig,
 }
 
 /// `[server]`, compiled.
@@ -480,9 +482,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             waiting_room,
         });
     }
-    if raw.state.is_some() {
-        p.add("state", "shared state is not available in this build yet");
-    }
+    let state = crate::state::config::compile(raw.state.as_ref(), &mut p.0);
 
     if p.0.is_empty() {
         Ok(Config {
@@ -493,6 +493,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             routes,
             cache: cache_settings,
             waiting_rooms,
+            state,
         })
     } else {
         Err(p.0)

@@ -101,13 +101,22 @@ impl Gateway {
         let grace = server_cfg.shutdown_grace;
         let source: Option<PathBuf> = config.source.clone();
         let state = crate::state::start(&config.state, &metrics);
-        state.track_rooms(config.waiting_rooms.iter().map(|r| r.name.clone()).collect());
+        state.track_rooms(
+            config
+                .waiting_rooms
+                .iter()
+                .map(|r| r.name.clone())
+                .collect(),
+        );
         let compiled = Compiled::build_with_state(config, &metrics, state.clone(), None);
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(compiled),
             metrics: metrics.clone(),
         });
-        tokio::spawn(crate::state::apply_events(shared.clone(), state.subscribe()));
+        tokio::spawn(crate::state::apply_events(
+            shared.clone(),
+            state.subscribe(),
+        ));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let conns = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(server_cfg.max_connections));

@@ -171,8 +171,15 @@ impl RouteLimits {
             .enumerate()
             .filter_map(|(i, l)| {
                 let b = &l.rule.bucket;
-                key_of(&StableSeed, &b.key, ip, b.ipv4_prefix, b.ipv6_prefix, headers)
-                    .map(|k| (i, k))
+                key_of(
+                    &StableSeed,
+                    &b.key,
+                    ip,
+                    b.ipv4_prefix,
+                    b.ipv6_prefix,
+                    headers,
+                )
+                .map(|k| (i, k))
             })
             .collect();
         let me = self.clone();

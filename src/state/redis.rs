@@ -112,7 +112,11 @@ fn client_for(settings: &RedisSettings) -> redis::RedisResult<Client> {
 
 fn instance_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_default();
-    format!("{host}:{}:{:016x}", std::process::id(), rand::random::<u64>())
+    format!(
+        "{host}:{}:{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    )
 }
 
 impl RedisState {
@@ -170,8 +174,10 @@ impl RedisState {
         if self.up.swap(up, Ordering::AcqRel) != up {
             self.gauge.set(up as i64);
             if up {
-                tracing::info!(live_instances = self.live.load(Ordering::Relaxed),
-                    "state backend redis is up: limits and admin actions are shared again");
+                tracing::info!(
+                    live_instances = self.live.load(Ordering::Relaxed),
+                    "state backend redis is up: limits and admin actions are shared again"
+                );
             } else {
                 tracing::warn!(reason = why, live_instances = self.live.load(Ordering::Relaxed),
                     "state backend redis is down: serving from local state with this instance's 1/N share");
@@ -310,7 +316,11 @@ impl RedisState {
     /// Applies the purges stored after the last one applied here.
     async fn catch_up_purges(&self, conn: &mut ConnectionManager) -> Result<(), StateError> {
         let stored: Option<u64> = self
-            .call(redis::cmd("GET").arg(self.key("{purge}:gen")).query_async(conn))
+            .call(
+                redis::cmd("GET")
+                    .arg(self.key("{purge}:gen"))
+                    .query_async(conn),
+            )
             .await?;
         let stored = stored.unwrap_or(0);
         let last = *self.purge_gen.lock().unwrap();

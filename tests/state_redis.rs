@@ -347,8 +347,26 @@ async fn pausing_a_room_on_one_instance_stops_admissions_on_all_of_them() {
         )
         .await;
     }
+    // An instance that was not there for the message finds the pause in the store.
+    let late = gateway(&config_text(
+        shop.addr,
+        &format!(
+            "[[route]]\nname = \"shop\"\nupstream = \"shop\"\nwaiting_room = \"sale\"\n\n\
+             [[waiting_room]]\nname = \"sale\"\nkey_file = \"{}\"\nactive_users = 1000\n\
+             new_users_per_minute = 60000\ntickets_per_minute_per_client = 0\n\n{}",
+            key.path().display(),
+            state_toml(&redis)
+        ),
+    ))
+    .await;
+    eventually(
+        "a late instance applies the stored pause",
+        Duration::from_secs(3),
+        || async { admin_get(&late, "/admin/waiting-rooms/sale").await.json()["paused"] == true },
+    )
+    .await;
     let before = shop.stats.received.load(Ordering::Relaxed);
-    for gw in &gws {
+    for gw in gws.iter().chain([&late]) {
         let a = get_from("127.0.0.3", gw.addr(), "/", &[]).await;
         assert_eq!(a.status, StatusCode::OK, "the waiting page, not an error");
     }

@@ -144,3 +144,42 @@ impl SharedLimit {
         limiter
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::units::rate;
+    use crate::rate_limit::config::{Action, KeySpec};
+
+    fn rule(rate_s: &str, burst: u32) -> BucketRule {
+        BucketRule {
+            name: "t".into(),
+            key: KeySpec::Global,
+            rate: rate(rate_s).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            action: Action::Refuse,
+            max_keys: 10,
+        }
+    }
+
+    #[test]
+    fn each_of_n_instances_holds_a_nth_of_the_rate_and_burst_and_at_least_one_cell() {
+        let r = rule("30/s", 10);
+        let s = share_of(&r, 3);
+        assert_eq!(s.burst.get(), 3);
+        assert!((s.rate.per_second() - 10.0).abs() < 1e-9);
+        assert_eq!(share_of(&r, 1), r);
+        assert_eq!(share_of(&rule("1/m", 2), 5).burst.get(), 1);
+    }
+
+    #[test]
+    fn a_client_maps_to_the_same_shared_key_in_every_process() {
+        let mut a = StableSeed.build_hasher();
+        a.write(b"203.0.113.7");
+        // SHA-256("203.0.113.7"), first 8 bytes little-endian: fixed, whatever the process.
+        assert_eq!(a.finish(), 10372085342791910910);
+        assert_ne!(a.finish(), StableSeed.build_hasher().finish());
+    }
+}

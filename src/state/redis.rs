@@ -87,6 +87,9 @@ pub struct RedisState {
     live: AtomicU32,
     gauge: IntGauge,
     events: broadcast::Sender<Event>,
+    /// The receiver made before the background tasks start, so that the gateway's
+    /// first subscriber misses nothing the first sync delivers.
+    first_receiver: Mutex<Option<broadcast::Receiver<Event>>>,
     /// Admin actions taken here while Redis was away, published when it returns.
     pending: Mutex<VecDeque<Event>>,
     /// The last purge generation applied here.
@@ -126,6 +129,7 @@ impl RedisState {
         let client = client_for(&settings).expect("state.url validated at compile time");
         let gauge = metrics.state_backend_up.with_label_values(&["redis"]);
         gauge.set(0);
+        let (events, first) = broadcast::channel(EVENT_CHANNEL);
         let state = Arc::new_cyclic(|me| RedisState {
             settings,
             client,
@@ -136,7 +140,8 @@ impl RedisState {
             up: AtomicBool::new(false),
             live: AtomicU32::new(1),
             gauge,
-            events: broadcast::channel(EVENT_CHANNEL).0,
+            events,
+            first_receiver: Mutex::new(Some(first)),
             pending: Mutex::new(VecDeque::new()),
             purge_gen: Mutex::new(0),
             room_gens: Mutex::new(HashMap::new()),
@@ -588,7 +593,8 @@ impl SharedState for RedisState {
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+        let first = self.first_receiver.lock().unwrap().take();
+        first.unwrap_or_else(|| self.events.subscribe())
     }
 
     fn track_rooms(&self, rooms: Vec<String>) {

@@ -16,7 +16,7 @@
 //! `TIME` inside the scripts, so instances never compare their own clocks.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -35,6 +35,9 @@ use crate::metrics::Metrics;
 /// Purges kept in Redis for instances that missed the message: far more than an
 /// instance misses in the few sync intervals a reconnect takes.
 pub const PURGE_LOG: usize = 1000;
+/// A TLS handshake to a Redis in another zone takes tens of milliseconds, more than
+/// a call's `state.timeout`; past two seconds the address is wrong or down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause between two attempts to reach an unreachable Redis.
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -84,6 +87,8 @@ pub struct RedisState {
     /// Set once the first connection succeeds; it reconnects by itself after that.
     conn: OnceLock<ConnectionManager>,
     up: AtomicBool,
+    /// Whether up or down was ever decided (the first heartbeat's answer).
+    decided: AtomicBool,
     live: AtomicU32,
     gauge: IntGauge,
     events: broadcast::Sender<Event>,
@@ -92,14 +97,13 @@ pub struct RedisState {
     first_receiver: Mutex<Option<broadcast::Receiver<Event>>>,
     /// Admin actions taken here while Redis was away, published when it returns.
     pending: Mutex<VecDeque<Event>>,
+    flushing: tokio::sync::Mutex<()>,
     /// The last purge generation applied here.
     purge_gen: Mutex<u64>,
     /// The last settings generation applied here, per room.
     room_gens: Mutex<HashMap<String, u64>>,
     rooms: ArcSwap<Vec<String>>,
     left: AtomicBool,
-    /// Calls that gave no answer since the last state change, for the metrics test.
-    pub(crate) failed_calls: AtomicU64,
 }
 
 /// The client for `settings`, with the password from `FLOODGATE_REDIS_PASSWORD`.
@@ -138,16 +142,17 @@ impl RedisState {
             me: me.clone(),
             conn: OnceLock::new(),
             up: AtomicBool::new(false),
+            decided: AtomicBool::new(false),
             live: AtomicU32::new(1),
             gauge,
             events,
             first_receiver: Mutex::new(Some(first)),
             pending: Mutex::new(VecDeque::new()),
+            flushing: tokio::sync::Mutex::new(()),
             purge_gen: Mutex::new(0),
             room_gens: Mutex::new(HashMap::new()),
             rooms: ArcSwap::from_pointee(Vec::new()),
             left: AtomicBool::new(false),
-            failed_calls: AtomicU64::new(0),
         });
         tokio::spawn(supervise(Arc::downgrade(&state)));
         tokio::spawn(listen(Arc::downgrade(&state)));
@@ -174,9 +179,11 @@ impl RedisState {
         }
     }
 
-    /// Marks the backend up or down; logs and sets the gauge once per change.
+    /// Marks the backend up or down; logs and sets the gauge once per change (and
+    /// once for the first verdict, so a Redis unreachable from the start is logged).
     fn set_up(&self, up: bool, why: &str) {
-        if self.up.swap(up, Ordering::AcqRel) != up {
+        let first = !self.decided.swap(true, Ordering::AcqRel);
+        if self.up.swap(up, Ordering::AcqRel) != up || first {
             self.gauge.set(up as i64);
             if up {
                 tracing::info!(
@@ -192,7 +199,6 @@ impl RedisState {
 
     /// A failed call: the hot path stops calling until the next heartbeat succeeds.
     fn failed(&self, e: &StateError) {
-        self.failed_calls.fetch_add(1, Ordering::Relaxed);
         self.set_up(false, &e.to_string());
     }
 
@@ -202,13 +208,19 @@ impl RedisState {
             Some(c) => c.clone(),
             None => {
                 let cfg = ConnectionManagerConfig::new()
-                    .set_connection_timeout(self.settings.timeout.max(Duration::from_millis(500)))
+                    .set_connection_timeout(CONNECT_TIMEOUT)
                     .set_response_timeout(self.settings.timeout)
                     .set_number_of_retries(1);
-                let mut c = self
-                    .call(self.client.get_connection_manager_with_config(cfg))
-                    .await?;
-                self.call(self.scripts.load(&mut c)).await?;
+                let connect = async {
+                    let mut c = self.client.get_connection_manager_with_config(cfg).await?;
+                    self.scripts.load(&mut c).await?;
+                    Ok::<_, redis::RedisError>(c)
+                };
+                let c = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => return Err(StateError::Backend(e.to_string())),
+                    Err(_) => return Err(StateError::Timeout),
+                };
                 let _ = self.conn.set(c.clone());
                 c
             }
@@ -296,6 +308,9 @@ impl RedisState {
 
     /// Publishes what was queued while Redis was away, oldest first.
     async fn flush_pending(&self) {
+        // One flusher at a time, so that a pause and the resume after it reach Redis
+        // in the order they were taken.
+        let _one = self.flushing.lock().await;
         loop {
             let Some(ev) = self.pending.lock().unwrap().pop_front() else {
                 return;

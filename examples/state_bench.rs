@@ -176,6 +176,17 @@ async fn main() {
             println!("    {name:10} {:.3}", d as f64 / r_lat.len() as f64);
         }
     }
+    let evalsha = |stats: &[(String, u64)]| {
+        stats
+            .iter()
+            .find(|(n, _)| n == "evalsha")
+            .map_or(0, |x| x.1)
+    };
+    let calls = evalsha(&after) - evalsha(&before);
+    println!(
+        "  decided from the local share (a call over state.timeout): {:.1} % of requests",
+        100.0 * (1.0 - calls as f64 / r_lat.len() as f64).max(0.0)
+    );
     shared.shutdown().await;
     local.shutdown().await;
     let _ = redis_server.kill();

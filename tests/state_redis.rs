@@ -316,6 +316,45 @@ async fn a_purge_on_one_instance_empties_the_entry_on_all_of_them_within_a_secon
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_that_missed_the_purge_message_catches_up_from_the_stored_generation() {
+    let shop = fast_shop().await;
+    let redis = RedisServer::start().await;
+    let gws = three_gateways(
+        shop.addr,
+        &redis,
+        "[[route]]\nname = \"shop\"\nupstream = \"shop\"\ncache = { enabled = true }\n",
+    )
+    .await;
+    let status = |a: &Answer| a.header("cache-status").unwrap_or("").to_string();
+    get_from("127.0.0.2", gws[1].addr(), "/products/2", &[]).await;
+    let hit = get_from("127.0.0.2", gws[1].addr(), "/products/2", &[]).await;
+    assert!(status(&hit).contains("hit"), "cached: {}", status(&hit));
+    // Every subscriber loses its connection; the purge is published while nobody
+    // listens (subscribers come back after half a second), so only the stored
+    // generation and log can tell the other instances.
+    redis
+        .cmd(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .await
+        .unwrap();
+    let purged = admin_post(
+        &gws[0],
+        "/admin/cache/purge",
+        r#"{"url": "http://shop.test/products/2"}"#,
+    )
+    .await;
+    assert_eq!(purged.status, StatusCode::OK, "{}", purged.text());
+    eventually(
+        "the missed purge is applied",
+        Duration::from_secs(1),
+        || async {
+            let a = get_from("127.0.0.2", gws[1].addr(), "/products/2", &[]).await;
+            status(&a).contains("uri-miss")
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pausing_a_room_on_one_instance_stops_admissions_on_all_of_them() {
     let shop = fast_shop().await;
     let redis = RedisServer::start().await;

@@ -484,6 +484,15 @@ async fn killing_redis_fails_no_request_and_its_return_shares_the_limits_again()
         passed_round_robin(12, "127.0.0.2", &gws, &[("x-client", "down")]).await,
         3
     );
+    for gw in &gws {
+        let m = metrics_text(gw).await;
+        assert_eq!(
+            metric(&m, "floodgate_state_live_instances"),
+            Some(3.0),
+            "N as last seen"
+        );
+        assert!(metric(&m, "floodgate_state_local_decisions_total").unwrap_or(0.0) >= 4.0);
+    }
 
     redis.restart().await;
     for gw in &gws {

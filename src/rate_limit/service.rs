@@ -64,7 +64,10 @@ where
             let mut inner = std::mem::replace(&mut self.inner, clone);
             return Box::pin(verdict.then(move |v| match v {
                 Err(e) => Either::Left(std::future::ready(Err(e))),
-                Ok(hold) => Either::Right(tokio::time::sleep(hold).then(move |()| inner.call(req))),
+                Ok(hold) if hold.is_zero() => Either::Right(Either::Left(inner.call(req))),
+                Ok(hold) => Either::Right(Either::Right(
+                    tokio::time::sleep(hold).then(move |()| inner.call(req)),
+                )),
             }));
         }
         match self.limits.decide(ip, req.headers()) {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 use tokio::sync::broadcast;
@@ -91,6 +91,11 @@ pub struct RedisState {
     decided: AtomicBool,
     live: AtomicU32,
     gauge: IntGauge,
+    /// `floodgate_state_live_instances`: N as last counted.
+    live_gauge: IntGauge,
+    /// `floodgate_state_local_decisions_total`: limit checks decided from the local
+    /// share because Redis did not answer in time.
+    local_decisions: IntCounter,
     events: broadcast::Sender<Event>,
     /// The receiver made before the background tasks start, so that the gateway's
     /// first subscriber misses nothing the first sync delivers.
@@ -134,6 +139,25 @@ impl RedisState {
         let gauge = metrics.state_backend_up.with_label_values(&["redis"]);
         gauge.set(0);
         let (events, first) = broadcast::channel(EVENT_CHANNEL);
+        let live_gauge = IntGauge::new(
+            "floodgate_state_live_instances",
+            "Gateway instances alive in the shared state backend, as last counted (the N of 1/N shares)",
+        )
+        .expect("valid metric");
+        let local_decisions = IntCounter::new(
+            "floodgate_state_local_decisions_total",
+            "Rate-limit checks decided from this instance's 1/N share because the state backend did not answer",
+        )
+        .expect("valid metric");
+        for m in [
+            Box::new(live_gauge.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(local_decisions.clone()),
+        ] {
+            // One state per gateway and registry; a second one (a test building two
+            // states on one registry) reports through the first's families.
+            let _ = metrics.registry.register(m);
+        }
+        live_gauge.set(1);
         let state = Arc::new_cyclic(|me| RedisState {
             settings,
             client,
@@ -145,6 +169,8 @@ impl RedisState {
             decided: AtomicBool::new(false),
             live: AtomicU32::new(1),
             gauge,
+            live_gauge,
+            local_decisions,
             events,
             first_receiver: Mutex::new(Some(first)),
             pending: Mutex::new(VecDeque::new()),
@@ -484,6 +510,7 @@ async fn supervise(state: std::sync::Weak<RedisState>) {
             match s.heartbeat().await {
                 Ok(n) => {
                     s.live.store(n, Ordering::Relaxed);
+                    s.live_gauge.set(n as i64);
                     let was_up = s.up.load(Ordering::Acquire);
                     s.set_up(true, "");
                     if !was_up {
@@ -565,8 +592,12 @@ impl SharedState for RedisState {
         let timeout = self.settings.timeout;
         let scripts = self.scripts.clone();
         let me = self.me.clone();
+        let local = self.local_decisions.clone();
         Some(Box::pin(async move {
-            let mut conn = conn?;
+            let Ok(mut conn) = conn else {
+                local.inc();
+                return Err(StateError::Down);
+            };
             let mut invocation = scripts.gcra.key(key);
             invocation
                 .arg(gcra.interval.as_micros().max(1) as u64)
@@ -574,8 +605,14 @@ impl SharedState for RedisState {
             let answer = tokio::time::timeout(timeout, invocation.invoke_async(&mut conn)).await;
             let (ok, n): (u8, u64) = match answer {
                 Ok(Ok(v)) => v,
-                Ok(Err(e)) => return Err(fail(&me, StateError::Backend(e.to_string()))),
-                Err(_) => return Err(fail(&me, StateError::Timeout)),
+                Ok(Err(e)) => {
+                    local.inc();
+                    return Err(fail(&me, StateError::Backend(e.to_string())));
+                }
+                Err(_) => {
+                    local.inc();
+                    return Err(fail(&me, StateError::Timeout));
+                }
             };
             Ok(if ok == 1 {
                 Consumed::Allowed {

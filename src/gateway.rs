@@ -121,11 +121,23 @@ impl Gateway {
                 .map_err(|errors| StartError::Certificates { errors })?,
             metrics.tls.certificate_expiry.clone(),
         ));
-        let compiled = Compiled::build(config, &metrics, None);
+        let state = crate::state::start(&config.state, &metrics);
+        state.track_rooms(
+            config
+                .waiting_rooms
+                .iter()
+                .map(|r| r.name.clone())
+                .collect(),
+        );
+        let compiled = Compiled::build_with_state(config, &metrics, state.clone(), None);
         let shared = Arc::new(Shared {
             current: ArcSwap::from_pointee(compiled),
             metrics: metrics.clone(),
         });
+        tokio::spawn(crate::state::apply_events(
+            shared.clone(),
+            state.subscribe(),
+        ));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let conns = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(server_cfg.max_connections));
@@ -220,6 +232,7 @@ impl Gateway {
         self.admin.ready.store(false, Ordering::Release);
         let _ = self.shutdown_tx.send(true);
         let clean = server::drain(&self.conns, self.grace).await;
+        self.shared.current.load().state.leave().await;
         if !clean {
             tracing::warn!(grace = ?self.grace, "shutdown grace expired with requests still in flight");
         }

@@ -25,6 +25,7 @@ pub mod router;
 pub mod server;
 pub mod shop;
 pub mod stack;
+pub mod state;
 pub mod tls;
 pub mod upstream;
 pub mod waiting_room;

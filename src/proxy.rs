@@ -77,6 +77,8 @@ pub struct Compiled {
     pub cache: Arc<HttpCache>,
     /// Waiting rooms, by index of [`Config::waiting_rooms`]; carried over by name.
     pub waiting_rooms: Vec<Arc<Room>>,
+    /// What this instance shares with the others (`[state]`); kept across reloads.
+    pub state: Arc<dyn crate::state::SharedState>,
 }
 
 impl Compiled {
@@ -85,6 +87,17 @@ impl Compiled {
     /// `previous` is the config being replaced on a reload: state whose rule did not
     /// change (limiter buckets, cached pages, waiting lines) is carried over from it.
     pub fn build(config: Config, metrics: &Metrics, previous: Option<&Compiled>) -> Self {
+        let state = previous.map_or_else(crate::state::local, |p| p.state.clone());
+        Self::build_with_state(config, metrics, state, previous)
+    }
+
+    /// Like [`Compiled::build`], with the shared-state backend the gateway started.
+    pub fn build_with_state(
+        config: Config,
+        metrics: &Metrics,
+        state: Arc<dyn crate::state::SharedState>,
+        previous: Option<&Compiled>,
+    ) -> Self {
         // The store survives a reload unless its size changed (moka cannot resize).
         let cache = match previous {
             Some(p) if p.cache.settings == config.cache => p.cache.clone(),
@@ -112,6 +125,7 @@ impl Compiled {
                     &r.name,
                     &r.rate_limits,
                     &metrics.rate_limit,
+                    &state,
                     old.and_then(|o| o.rate_limits.as_deref()),
                 );
                 Route {
@@ -140,6 +154,7 @@ impl Compiled {
             unrouted: metrics.route("_unrouted"),
             cache,
             waiting_rooms,
+            state,
             config: Arc::new(config),
         }
     }

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::body::{self, Body};
 use crate::config::{self, ConfigError};
 use crate::proxy::{Compiled, Shared};
+use crate::state::{Event, Purge, RoomSettings};
 use crate::waiting_room;
 
 /// What the admin endpoints read and change.
@@ -288,16 +289,19 @@ async fn purge(state: &AdminState, req: Request<Incoming>) -> Response<Body> {
             ))
         }
     };
-    let cache = state.shared.current.load().cache.clone();
-    let purged = match (p.url, p.prefix, p.surrogate_key) {
-        (Some(u), None, None) => cache.purge_url(&u),
-        (None, Some(pre), None) => cache.purge_prefix(&pre),
-        (None, None, Some(k)) => Some(cache.purge_surrogate_key(&k)),
+    let compiled = state.shared.current.load_full();
+    let cache = &compiled.cache;
+    let (purged, event) = match (p.url, p.prefix, p.surrogate_key) {
+        (Some(u), None, None) => (cache.purge_url(&u), Purge::Url(u)),
+        (None, Some(pre), None) => (cache.purge_prefix(&pre), Purge::Prefix(pre)),
+        (None, None, Some(k)) => (Some(cache.purge_surrogate_key(&k)), Purge::SurrogateKey(k)),
         _ => return bad("give exactly one of url, prefix, surrogate_key".into()),
     };
     match purged {
         Some(n) => {
             tracing::info!(purged = n, "cache purge");
+            // Every other instance purges too (a no-op with the local backend).
+            compiled.state.broadcast(Event::Purge(event));
             text(
                 StatusCode::OK,
                 "application/json",
@@ -371,6 +375,11 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
     if !certs.is_empty() {
         changes.push(format!("{} certificates re-read", certs.len()));
     }
+    if old.config.state != new.state {
+        changes.push("[state] changed: restart to apply".to_string());
+    }
+    old.state
+        .track_rooms(new.waiting_rooms.iter().map(|r| r.name.clone()).collect());
     let compiled = Compiled::build(new, metrics, Some(&old));
     state.certificates.install(certs);
     state.shared.current.store(Arc::new(compiled));
@@ -399,5 +408,26 @@ async fn waiting_rooms(state: &AdminState, req: Request<Incoming>) -> Response<B
         parts.uri.path(),
         &body,
     );
+    if parts.method == Method::POST && status == StatusCode::OK {
+        broadcast_room(&compiled, &json);
+    }
     text(status, "application/json", json)
+}
+
+/// Tells the other instances a room's settings after an admin change here, read back
+/// from the answer's view so that they get exactly what this instance now has.
+fn broadcast_room(compiled: &Compiled, view: &str) {
+    let v: serde_json::Value = serde_json::from_str(view).unwrap_or_default();
+    let settings = (|| {
+        Some(RoomSettings {
+            room: v.get("name")?.as_str()?.to_string(),
+            paused: v.get("paused")?.as_bool()?,
+            active_users: v.get("active_users")?.as_u64()?,
+            new_users_per_minute: v.get("new_users_per_minute")?.as_u64()?,
+        })
+    })();
+    match settings {
+        Some(s) => compiled.state.broadcast(Event::Room(s)),
+        None => tracing::warn!("room view without its settings: not shared with other instances"),
+    }
 }

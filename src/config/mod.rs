@@ -81,6 +81,8 @@ pub struct Config {
     pub waiting_rooms: Vec<crate::waiting_room::RoomConfig>,
     /// `[[certificate]]` in file order; the first is served when SNI matches none.
     pub certificates: Vec<tls::CertificateConfig>,
+    /// `[state]`: local, or shared with other instances through Redis.
+    pub state: crate::state::config::StateConfig,
 }
 
 /// `[server]`, compiled.
@@ -599,10 +601,8 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             https_redirect: r.https_redirect.unwrap_or(tls::DEFAULT_HTTPS_REDIRECT),
         });
     }
-    if raw.state.is_some() {
-        p.add("state", "shared state is not available in this build yet");
-    }
     let certificates = tls::compile(&raw.certificate, &server.tls_listen, &mut p.0);
+    let state = crate::state::config::compile(raw.state.as_ref(), &mut p.0);
 
     if p.0.is_empty() {
         Ok(Config {
@@ -614,6 +614,7 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
             cache: cache_settings,
             waiting_rooms,
             certificates,
+            state,
         })
     } else {
         Err(p.0)

@@ -21,7 +21,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub waiting_room: Vec<crate::waiting_room::config::RawWaitingRoom>,
     #[serde(default)]
-    pub state: Option<toml::Table>,
+    pub state: Option<crate::state::config::RawState>,
     /// `[cache]`: the process-wide HTTP cache store.
     pub cache: Option<crate::cache::config::RawCacheSettings>,
     /// `[[certificate]]`: TLS certificate chains and keys, the first is the default.

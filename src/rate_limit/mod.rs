@@ -18,6 +18,7 @@ pub mod layer;
 pub mod metrics;
 pub mod route;
 pub mod service;
+pub mod shared;
 pub mod store;
 
 pub use config::RouteRateLimits;

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
+
 use http::{HeaderMap, HeaderValue};
 use ipnet::IpNet;
 use prometheus::IntCounter;
@@ -13,8 +15,10 @@ use super::config::{Action, LimitRule, RouteRateLimits};
 use super::error::{retry_after_secs, RateLimited};
 use super::keys::key_of;
 use super::metrics::{LimitMetrics, RateLimitMetrics};
+use super::shared::{SharedLimit, StableSeed};
 use super::store::{Decision, Limiter};
 use crate::error::GatewayError;
+use crate::state::SharedState;
 
 /// One limit of a route, ready for the hot path.
 pub struct ActiveLimit {
@@ -24,6 +28,8 @@ pub struct ActiveLimit {
     metrics: LimitMetrics,
     policy: HeaderValue,
     last_log: LogGate,
+    /// Set when the state backend shares this limit's buckets with other instances.
+    shared: Option<SharedLimit>,
 }
 
 impl ActiveLimit {
@@ -63,6 +69,7 @@ impl RouteLimits {
         route: &str,
         cfg: &RouteRateLimits,
         metrics: &RateLimitMetrics,
+        state: &Arc<dyn SharedState>,
         previous: Option<&RouteLimits>,
     ) -> Option<Arc<RouteLimits>> {
         if cfg.is_empty() {
@@ -80,6 +87,7 @@ impl RouteLimits {
                     Limiter::new(rule.bucket.clone(), m.keys.clone(), m.overflow.clone())
                 });
                 ActiveLimit {
+                    shared: SharedLimit::new(state, route, &rule.bucket, &m),
                     name: rule.bucket.name.as_str().into(),
                     policy: policy_field(rule),
                     rule: rule.clone(),
@@ -103,15 +111,29 @@ impl RouteLimits {
         &self.limits
     }
 
+    /// Whether the limits' buckets live in the shared state backend: then
+    /// [`RouteLimits::decide_shared`] decides, asynchronously.
+    pub fn is_shared(&self) -> bool {
+        self.limits.iter().any(|l| l.shared.is_some())
+    }
+
+    /// The deny and allow lists: `Some` when they alone decide the request.
+    fn listed(&self, ip: IpAddr) -> Option<Result<Duration, GatewayError>> {
+        if self.deny.iter().any(|n| n.contains(&ip)) {
+            self.denied.inc();
+            return Some(Err(GatewayError::Denied));
+        }
+        if self.allow.iter().any(|n| n.contains(&ip)) {
+            return Some(Ok(Duration::ZERO));
+        }
+        None
+    }
+
     /// Decides one request: how long to hold it (usually zero), or why to refuse it.
     pub fn decide(&self, client_ip: IpAddr, headers: &HeaderMap) -> Result<Duration, GatewayError> {
         let ip = client_ip.to_canonical();
-        if self.deny.iter().any(|n| n.contains(&ip)) {
-            self.denied.inc();
-            return Err(GatewayError::Denied);
-        }
-        if self.allow.iter().any(|n| n.contains(&ip)) {
-            return Ok(Duration::ZERO);
+        if let Some(answer) = self.listed(ip) {
+            return answer;
         }
         let mut hold = Duration::ZERO;
         for l in &self.limits {
@@ -126,34 +148,86 @@ impl RouteLimits {
             ) else {
                 continue;
             };
-            match l.limiter.check(key) {
-                Decision::Allow { delay, .. } => {
-                    if !delay.is_zero() && !l.rule.dry_run {
-                        l.metrics.delayed.inc();
-                        hold = hold.max(delay);
-                    }
-                }
-                Decision::Refuse { wait } if l.rule.dry_run => {
-                    l.metrics.dry_run.inc();
-                    if l.last_log.ready() {
-                        tracing::info!(route = %self.route, limit = %l.name, wait_ms = wait.as_millis() as u64,
-                            "dry run: this request would have been refused (logged at most once a second per limit)");
-                    }
-                }
-                Decision::Refuse { wait } => {
-                    l.metrics.refused.inc();
-                    if matches!(b.action, Action::Delay(_)) {
-                        tracing::debug!(route = %self.route, limit = %l.name, "over the delay bound: refused");
-                    }
-                    return Err(GatewayError::RateLimited(Box::new(RateLimited {
-                        limit: l.name.clone(),
-                        policy: l.policy.clone(),
-                        retry_after_secs: retry_after_secs(wait),
-                    })));
-                }
-            }
+            hold = hold.max(self.verdict(l, l.limiter.check(key))?);
         }
         Ok(hold)
+    }
+
+    /// Like [`RouteLimits::decide`], with shared buckets: the keys are computed now
+    /// (stable across instances), the buckets asked in checking order, so a client
+    /// refused by its own limit never spends a cell of a route-wide one.
+    pub fn decide_shared(
+        self: &Arc<Self>,
+        client_ip: IpAddr,
+        headers: &HeaderMap,
+    ) -> BoxFuture<'static, Result<Duration, GatewayError>> {
+        let ip = client_ip.to_canonical();
+        if let Some(answer) = self.listed(ip) {
+            return Box::pin(std::future::ready(answer));
+        }
+        let keys: Vec<(usize, u64)> = self
+            .limits
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let b = &l.rule.bucket;
+                key_of(
+                    &StableSeed,
+                    &b.key,
+                    ip,
+                    b.ipv4_prefix,
+                    b.ipv6_prefix,
+                    headers,
+                )
+                .map(|k| (i, k))
+            })
+            .collect();
+        let me = self.clone();
+        Box::pin(async move {
+            let mut hold = Duration::ZERO;
+            for (i, key) in keys {
+                let l = &me.limits[i];
+                let decision = match &l.shared {
+                    Some(shared) => shared.check(key).await,
+                    None => l.limiter.check(key),
+                };
+                hold = hold.max(me.verdict(l, decision)?);
+            }
+            Ok(hold)
+        })
+    }
+
+    /// What one limit's decision means for the request: a hold, or the refusal.
+    fn verdict(&self, l: &ActiveLimit, decision: Decision) -> Result<Duration, GatewayError> {
+        let b = &l.rule.bucket;
+        match decision {
+            Decision::Allow { delay, .. } => {
+                if !delay.is_zero() && !l.rule.dry_run {
+                    l.metrics.delayed.inc();
+                    return Ok(delay);
+                }
+                Ok(Duration::ZERO)
+            }
+            Decision::Refuse { wait } if l.rule.dry_run => {
+                l.metrics.dry_run.inc();
+                if l.last_log.ready() {
+                    tracing::info!(route = %self.route, limit = %l.name, wait_ms = wait.as_millis() as u64,
+                        "dry run: this request would have been refused (logged at most once a second per limit)");
+                }
+                Ok(Duration::ZERO)
+            }
+            Decision::Refuse { wait } => {
+                l.metrics.refused.inc();
+                if matches!(b.action, Action::Delay(_)) {
+                    tracing::debug!(route = %self.route, limit = %l.name, "over the delay bound: refused");
+                }
+                Err(GatewayError::RateLimited(Box::new(RateLimited {
+                    limit: l.name.clone(),
+                    policy: l.policy.clone(),
+                    retry_after_secs: retry_after_secs(wait),
+                })))
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use futures_util::FutureExt;
 use http::{Request, Response};
 use tower::Service;
@@ -57,6 +58,18 @@ where
             .get::<RequestContext>()
             .map(|c| c.client_ip)
             .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        if self.limits.is_shared() {
+            let verdict = self.limits.decide_shared(ip, req.headers());
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return Box::pin(verdict.then(move |v| match v {
+                Err(e) => Either::Left(std::future::ready(Err(e))),
+                Ok(hold) if hold.is_zero() => Either::Right(Either::Left(inner.call(req))),
+                Ok(hold) => Either::Right(Either::Right(
+                    tokio::time::sleep(hold).then(move |()| inner.call(req)),
+                )),
+            }));
+        }
         match self.limits.decide(ip, req.headers()) {
             Err(e) => Box::pin(std::future::ready(Err(e))),
             Ok(hold) if hold.is_zero() => Box::pin(self.inner.call(req)),

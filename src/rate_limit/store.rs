@@ -155,6 +155,23 @@ fn extra_cells(rule: &BucketRule) -> u32 {
     }
 }
 
+/// Cells a rule's bucket holds: its burst plus the delay allowance.
+pub fn capacity(rule: &BucketRule) -> u32 {
+    rule.burst.get().saturating_add(extra_cells(rule))
+}
+
+/// The decision for an allowed request that left `remaining` cells free.
+pub fn allowed(rule: &BucketRule, remaining: u32) -> Decision {
+    let extra = extra_cells(rule);
+    // Cells in use beyond the plain burst are the ones to wait out.
+    let used = capacity(rule).saturating_sub(remaining);
+    let excess = used.saturating_sub(rule.burst.get());
+    Decision::Allow {
+        delay: rule.rate.interval() * excess,
+        remaining: remaining.saturating_sub(extra),
+    }
+}
+
 /// The quota of a rule, built explicitly so that exactly `burst` requests pass at once
 /// and then one per interval (never `Quota::per_minute`, governor#219).
 pub fn quota(rule: &BucketRule) -> Quota {
@@ -205,18 +222,7 @@ impl<C: Clock> Limiter<C> {
     /// Checks one request of `key` and spends a cell if it is allowed.
     pub fn check(&self, key: Key) -> Decision {
         match self.gcra.check_key(&key) {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                let extra = extra_cells(&self.rule);
-                // Cells in use beyond the plain burst are the ones to wait out.
-                let total = self.rule.burst.get().saturating_add(extra);
-                let used = total.saturating_sub(remaining);
-                let excess = used.saturating_sub(self.rule.burst.get());
-                Decision::Allow {
-                    delay: self.rule.rate.interval() * excess,
-                    remaining: remaining.saturating_sub(extra),
-                }
-            }
+            Ok(snapshot) => allowed(&self.rule, snapshot.remaining_burst_capacity()),
             Err(not_until) => Decision::Refuse {
                 wait: not_until.wait_time_from(self.gcra.clock().now()),
             },

@@ -197,6 +197,7 @@ async fn passed_round_robin(
 async fn admin_post(gw: &Gateway, path: &str, body: &str) -> Answer {
     common::send(
         Request::post(format!("http://{}{path}", gw.admin_addr.unwrap()))
+            .header("content-type", "application/json")
             .body(Full::from(body.to_string()))
             .unwrap(),
     )

@@ -107,6 +107,7 @@ impl Compiled {
             &config.waiting_rooms,
             &metrics.waiting_room,
             previous.map_or(&[][..], |p| &p.waiting_rooms[..]),
+            &*state,
         );
         let upstreams: Vec<Arc<Upstream>> = config
             .upstreams

@@ -603,6 +603,18 @@ pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
     }
     let certificates = tls::compile(&raw.certificate, &server.tls_listen, &mut p.0);
     let state = crate::state::config::compile(raw.state.as_ref(), &mut p.0);
+    if matches!(state, crate::state::config::StateConfig::Redis(_)) {
+        // The shared line's script is the FIFO state machine; a `random` room's
+        // shuffled blocks (and their sealing) are not in it yet.
+        for (i, w) in waiting_rooms.iter().enumerate() {
+            if w.mode == crate::waiting_room::Mode::Random {
+                p.0.push(KeyError {
+                    key: format!("waiting_room[{i}].mode"),
+                    message: "\"random\" is not shared across instances yet: use \"fifo\" (a pre-queue with opens_at is still drawn by lot) or [state] backend = \"local\"".into(),
+                });
+            }
+        }
+    }
 
     if p.0.is_empty() {
         Ok(Config {

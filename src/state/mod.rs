@@ -16,11 +16,15 @@
 //! Fail-open, not fail-wide: while Redis is unreachable or slower than
 //! `state.timeout`, an instance decides from local buckets holding its 1/N share of
 //! each limit (N as last seen) and queues its admin actions for when Redis returns.
-//! The waiting-room line is not shared yet: it plugs in here next.
+//! The waiting-room line is shared too ([`line`]): the store holds the counters,
+//! the front, redemptions, passes and revocations; each instance mirrors it every
+//! tick and, while the store is away, runs its own line with its 1/N share.
 
 pub mod config;
+pub mod line;
 mod local;
 mod redis;
+mod redis_line;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,6 +127,15 @@ pub trait SharedState: Send + Sync + 'static {
     fn is_up(&self) -> bool;
     /// Live instances as last seen (1 for the local backend), for 1/N shares.
     fn live_instances(&self) -> u32;
+    /// This instance's rank among the live ones (0..N), as last seen.
+    fn rank(&self) -> u32 {
+        0
+    }
+    /// Room `room`'s line in the shared store; `None` for the local backend, whose
+    /// rooms keep their lines in memory.
+    fn line(&self, _room: &str) -> Option<Arc<dyn line::SharedLine>> {
+        None
+    }
     /// Spends one cell of the shared bucket `key`; `None` when this backend shares no
     /// buckets and the caller's own limiter decides.
     fn consume(

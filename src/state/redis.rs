@@ -29,6 +29,8 @@ use redis::{Client, Script};
 use tokio::sync::broadcast;
 
 use super::config::RedisSettings;
+use super::line::SharedLine;
+use super::redis_line::RedisLine;
 use super::{Consumed, Event, Gcra, SharedState, StateError, EVENT_CHANNEL, MAX_PENDING_EVENTS};
 use crate::metrics::Metrics;
 
@@ -42,11 +44,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// The Lua scripts, hashed once; the client runs them by SHA.
-struct Scripts {
+pub(super) struct Scripts {
     gcra: Script,
     heartbeat: Script,
     purge: Script,
     room: Script,
+    pub(super) line_issue: Script,
+    pub(super) line_advance: Script,
+    pub(super) line_claim: Script,
+    pub(super) line_pass: Script,
+    pub(super) line_merge: Script,
 }
 
 impl Scripts {
@@ -56,12 +63,27 @@ impl Scripts {
             heartbeat: Script::new(include_str!("lua/heartbeat.lua")),
             purge: Script::new(include_str!("lua/purge.lua")),
             room: Script::new(include_str!("lua/room.lua")),
+            line_issue: Script::new(include_str!("lua/line_issue.lua")),
+            line_advance: Script::new(include_str!("lua/line_advance.lua")),
+            line_claim: Script::new(include_str!("lua/line_claim.lua")),
+            line_pass: Script::new(include_str!("lua/line_pass.lua")),
+            line_merge: Script::new(include_str!("lua/line_merge.lua")),
         }
     }
 
     /// Loads every script, so the hot path's first EVALSHA finds it.
     async fn load(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
-        for s in [&self.gcra, &self.heartbeat, &self.purge, &self.room] {
+        for s in [
+            &self.gcra,
+            &self.heartbeat,
+            &self.purge,
+            &self.room,
+            &self.line_issue,
+            &self.line_advance,
+            &self.line_claim,
+            &self.line_pass,
+            &self.line_merge,
+        ] {
             s.load_async(conn).await?;
         }
         Ok(())
@@ -77,11 +99,11 @@ struct Envelope {
 
 /// Shared state in Redis. Started with [`RedisState::start`].
 pub struct RedisState {
-    settings: RedisSettings,
+    pub(super) settings: RedisSettings,
     client: Client,
     /// This process's membership name.
     id: String,
-    scripts: Arc<Scripts>,
+    pub(super) scripts: Arc<Scripts>,
     /// Itself, for the tasks an admin call spawns.
     me: std::sync::Weak<RedisState>,
     /// Set once the first connection succeeds; it reconnects by itself after that.
@@ -90,6 +112,8 @@ pub struct RedisState {
     /// Whether up or down was ever decided (the first heartbeat's answer).
     decided: AtomicBool,
     live: AtomicU32,
+    /// This instance's rank among the live (their ids sorted), for outage numbering.
+    rank: AtomicU32,
     gauge: IntGauge,
     /// `floodgate_state_live_instances`: N as last counted.
     live_gauge: IntGauge,
@@ -168,6 +192,7 @@ impl RedisState {
             up: AtomicBool::new(false),
             decided: AtomicBool::new(false),
             live: AtomicU32::new(1),
+            rank: AtomicU32::new(0),
             gauge,
             live_gauge,
             local_decisions,
@@ -185,7 +210,7 @@ impl RedisState {
         state
     }
 
-    fn key(&self, rest: &str) -> String {
+    pub(super) fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.settings.prefix)
     }
 
@@ -194,7 +219,7 @@ impl RedisState {
     }
 
     /// Runs one Redis call within `state.timeout`.
-    async fn call<T, F>(&self, f: F) -> Result<T, StateError>
+    pub(super) async fn call<T, F>(&self, f: F) -> Result<T, StateError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
@@ -223,12 +248,18 @@ impl RedisState {
         }
     }
 
+    /// Whether the first heartbeat gave a verdict (up or down).
+    pub(super) fn is_decided(&self) -> bool {
+        self.decided.load(Ordering::Acquire)
+    }
+
     /// A failed call: the hot path stops calling until the next heartbeat succeeds.
-    fn failed(&self, e: &StateError) {
+    pub(super) fn failed(&self, e: &StateError) {
         self.set_up(false, &e.to_string());
     }
 
-    /// Connects if not connected yet, then renews membership and counts the live.
+    /// Connects if not connected yet, then renews membership and counts the live
+    /// (and finds this instance's rank among them).
     async fn heartbeat(&self) -> Result<u32, StateError> {
         let mut conn = match self.conn.get() {
             Some(c) => c.clone(),
@@ -252,7 +283,7 @@ impl RedisState {
             }
         };
         let ttl = self.settings.member_ttl.as_millis() as u64;
-        let n: u32 = self
+        let mut members: Vec<String> = self
             .call(
                 self.scripts
                     .heartbeat
@@ -262,10 +293,13 @@ impl RedisState {
                     .invoke_async(&mut conn),
             )
             .await?;
-        Ok(n.max(1))
+        members.sort();
+        let rank = members.iter().position(|m| *m == self.id).unwrap_or(0);
+        self.rank.store(rank as u32, Ordering::Relaxed);
+        Ok((members.len() as u32).max(1))
     }
 
-    fn conn(&self) -> Result<ConnectionManager, StateError> {
+    pub(super) fn conn(&self) -> Result<ConnectionManager, StateError> {
         if !self.up.load(Ordering::Acquire) {
             return Err(StateError::Down);
         }
@@ -581,6 +615,15 @@ impl SharedState for RedisState {
 
     fn live_instances(&self) -> u32 {
         self.live.load(Ordering::Relaxed).max(1)
+    }
+
+    fn rank(&self) -> u32 {
+        self.rank.load(Ordering::Relaxed)
+    }
+
+    fn line(&self, room: &str) -> Option<Arc<dyn SharedLine>> {
+        let me = self.me.upgrade()?;
+        Some(Arc::new(RedisLine::new(me, room)))
     }
 
     fn consume(

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod page;
 pub mod pow;
 pub mod service;
+mod shared;
 pub mod state;
 pub mod token;
 
@@ -151,6 +152,8 @@ pub struct Room {
     stopped: AtomicBool,
     persist_failing: AtomicBool,
     persisting: Mutex<()>,
+    /// The line in the shared store, when several instances share it.
+    shared: std::sync::OnceLock<Arc<dyn crate::state::line::SharedLine>>,
 }
 
 /// Predicted-minus-actual wait of admitted visitors, summed (for the admin view).
@@ -251,6 +254,7 @@ impl Room {
             stopped: AtomicBool::new(false),
             persist_failing: AtomicBool::new(false),
             persisting: Mutex::new(()),
+            shared: std::sync::OnceLock::new(),
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(ticker(Arc::downgrade(&room)));
@@ -287,6 +291,12 @@ impl Room {
         let mut line = self.line();
         line.advance(now);
         self.report(&line);
+        drop(line);
+        self.persist_due()
+    }
+
+    /// Counts a tick; true every [`PERSIST_EVERY`].
+    fn persist_due(&self) -> bool {
         let every = (PERSIST_EVERY.as_millis() / TICK.as_millis()).max(1) as u64;
         self.ticks.fetch_add(1, Ordering::Relaxed) % every == every - 1
     }
@@ -406,7 +416,11 @@ async fn ticker(room: Weak<Room>) {
         every.tick().await;
         // The room is gone when no compiled config holds it any more.
         let Some(room) = room.upgrade() else { return };
-        if room.tick() && room.config().state_dir.is_some() {
+        let due = match room.shared.get().cloned() {
+            Some(line) => shared::tick(&room, &line).await,
+            None => room.tick(),
+        };
+        if due && room.config().state_dir.is_some() {
             let _ = tokio::task::spawn_blocking(move || room.persist()).await;
         }
     }
@@ -452,11 +466,13 @@ impl ClientLimiter {
 }
 
 /// Builds the rooms of a config, reusing `previous` rooms of the same name (their line
-/// survives the reload; their settings follow the new config).
+/// survives the reload; their settings follow the new config). With a shared state
+/// backend, a new room's line is the one in the store.
 pub fn build_rooms(
     configs: &[RoomConfig],
     families: &metrics::Families,
     previous: &[Arc<Room>],
+    state: &dyn crate::state::SharedState,
 ) -> Vec<Arc<Room>> {
     configs
         .iter()
@@ -465,7 +481,13 @@ pub fn build_rooms(
                 r.reconfigure(c.clone());
                 r.clone()
             }
-            None => Room::new(c.clone(), families.room(&c.name)),
+            None => {
+                let room = Room::new(c.clone(), families.room(&c.name));
+                if let Some(line) = state.line(&c.name) {
+                    let _ = room.shared.set(line);
+                }
+                room
+            }
         })
         .collect()
 }

@@ -17,7 +17,7 @@ use tower::{Layer, Service};
 
 use super::config::{Mode, RoomConfig};
 use super::page::{self, Facts, PageState};
-use super::state::{ClaimRefused, Line, Now, PassCheck, Standing};
+use super::state::{ClaimRefused, Issued, Line, Now, PassCheck, Standing};
 use super::token::{self, Kind, Token};
 use super::{Admitted, Room};
 use crate::body::{self, Body};
@@ -62,7 +62,7 @@ pub struct WaitingRoomService<S> {
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
 /// What the room decided for one request.
-enum Decision {
+pub(super) enum Decision {
     /// Not guarded: forward; the origin's session header is still obeyed for the pass
     /// the request carries (if any) and never reaches the client.
     Through { pass_cookie: Option<String> },
@@ -91,32 +91,60 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> BoxFuture {
-        let decision = match decide(&self.room, &req) {
-            Ok(d) => d,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        };
-        let secure = is_secure(&req);
+    fn call(&mut self, req: Request<Body>) -> BoxFuture {
         let room = self.room.clone();
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        // Combinators, not async blocks: awaiting `S::Future` inside one trips rustc's
-        // higher-ranked Send check on the boxed body's error type (rust#102211).
-        match decision {
-            Decision::Answer(resp) => Box::pin(async move { Ok(resp) }),
-            Decision::Through { pass_cookie } => {
-                Box::pin(inner.call(req).map(move |r| {
-                    r.map(|resp| through(resp, &room, pass_cookie.as_deref(), secure))
-                }))
-            }
-            Decision::Pass { token, cookies } => {
-                req.extensions_mut().insert(Admitted);
-                Box::pin(
-                    inner
-                        .call(req)
-                        .map(move |r| r.map(|resp| finish(resp, &room, cookies, token, secure))),
-                )
-            }
+        let inner = std::mem::replace(&mut self.inner, clone);
+        // A shared line asks the store (a number, an exchange): decided asynchronously.
+        if let Some(store) = room.store() {
+            let (parts, body) = req.into_parts();
+            return Box::pin(
+                async move {
+                    let d = super::shared::decide(&room, &store, &parts).await;
+                    (d, Request::from_parts(parts, body), room)
+                }
+                .then(|(d, req, room)| dispatch(d, req, room, inner)),
+            );
+        }
+        room.deciding_alone();
+        let ctx = req.extensions().get::<RequestContext>();
+        let decision = decide(&room, req.headers(), req.uri().path(), ctx);
+        dispatch(decision, req, room, inner)
+    }
+}
+
+/// Sends the request on (or answers it) as the room decided.
+fn dispatch<S>(
+    decision: Result<Decision, GatewayError>,
+    mut req: Request<Body>,
+    room: Arc<Room>,
+    mut inner: S,
+) -> BoxFuture
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = GatewayError> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let decision = match decision {
+        Ok(d) => d,
+        Err(e) => return Box::pin(async move { Err(e) }),
+    };
+    let secure = is_secure(&req);
+    // Combinators, not async blocks: awaiting `S::Future` inside one trips rustc's
+    // higher-ranked Send check on the boxed body's error type (rust#102211).
+    match decision {
+        Decision::Answer(resp) => Box::pin(async move { Ok(resp) }),
+        Decision::Through { pass_cookie } => Box::pin(
+            inner
+                .call(req)
+                .map(move |r| r.map(|resp| through(resp, &room, pass_cookie.as_deref(), secure))),
+        ),
+        Decision::Pass { token, cookies } => {
+            req.extensions_mut().insert(Admitted);
+            Box::pin(
+                inner
+                    .call(req)
+                    .map(move |r| r.map(|resp| finish(resp, &room, cookies, token, secure))),
+            )
         }
     }
 }
@@ -195,14 +223,13 @@ fn session_directive(
     let v = v.to_str().ok()?.trim().to_ascii_lowercase();
     let now = room.now();
     if v == "end" {
-        room.line().revoke(pass.id, now);
+        room.revoke_pass(pass.id, pass.expires_ms.saturating_sub(now.wall_ms), now);
         room.metrics().revoked("origin_end");
         return Some(cookie(&room.cookies.1, "", 0, secure));
     }
     let d = crate::config::units::duration(v.strip_prefix("extend=")?.trim()).ok()?;
     let new = (now.wall_ms + d.as_millis() as u64).max(pass.expires_ms);
-    room.line()
-        .pass_extended(pass.id, now.mono_ms + (new - now.wall_ms));
+    room.extend_pass(pass.id, new - now.wall_ms, now);
     pass.expires_ms = new;
     let cfg = room.config();
     Some(cookie(
@@ -222,49 +249,64 @@ fn cookie(name: &str, value: &str, max_age_s: u64, secure: bool) -> HeaderValue 
 }
 
 /// One guarded request's view of the room.
-struct Visit<'a> {
-    room: &'a Room,
-    cfg: Arc<RoomConfig>,
-    now: Now,
+pub(super) struct Visit<'a> {
+    pub(super) room: &'a Room,
+    pub(super) cfg: Arc<RoomConfig>,
+    pub(super) now: Now,
     lang: page::Lang,
     poll: bool,
     json: bool,
     secure: bool,
     /// The client's prefix, keyed-hashed (none when the request has no context).
-    prefix: Option<u64>,
+    pub(super) prefix: Option<u64>,
     /// Cookies cleared whatever the answer (a revoked pass).
     clear: Vec<HeaderValue>,
 }
 
-fn decide(room: &Room, req: &Request<Body>) -> Result<Decision, GatewayError> {
+/// The visit of a guarded request (its headers, path and context); for one the room
+/// does not guard, the pass cookie it carries (it goes [`Decision::Through`]).
+pub(super) fn visit<'a>(
+    room: &'a Room,
+    headers: &http::HeaderMap,
+    path: &str,
+    ctx: Option<&RequestContext>,
+) -> Result<Visit<'a>, Option<String>> {
     let cfg = room.config();
-    let headers = req.headers();
     let poll = headers.contains_key(POLL_HEADER);
-    if !poll && !cfg.guards(req.uri().path()) {
-        let pass_cookie = token::cookie(headers, &room.cookies.1).map(str::to_string);
-        return Ok(Decision::Through { pass_cookie });
+    if !poll && !cfg.guards(path) {
+        return Err(token::cookie(headers, &room.cookies.1).map(str::to_string));
     }
-    let prefix = req
-        .extensions()
-        .get::<RequestContext>()
-        .map(|c| room.client_prefix(c.client_ip));
-    let mut v = Visit {
+    let prefix = ctx.map(|c| room.client_prefix(c.client_ip));
+    Ok(Visit {
         room,
         cfg,
         now: room.now(),
         lang: page::language(headers),
         poll,
         json: poll || crate::respond::wants_json(headers),
-        secure: is_secure(req),
+        secure: ctx.is_some_and(|c| c.scheme == "https"),
         prefix,
         clear: Vec::new(),
+    })
+}
+
+/// Decides one request on this instance's own line.
+pub(super) fn decide(
+    room: &Room,
+    headers: &http::HeaderMap,
+    path: &str,
+    ctx: Option<&RequestContext>,
+) -> Result<Decision, GatewayError> {
+    let mut v = match visit(room, headers, path, ctx) {
+        Ok(v) => v,
+        Err(pass_cookie) => return Ok(Decision::Through { pass_cookie }),
     };
     if let Some(d) = v.pass_holder(headers) {
         return Ok(d);
     }
     if v.cfg.mode == Mode::Passthrough {
         let mut line = room.line();
-        return Ok(v.new_pass(&mut line, 0, v.now.wall_ms, Vec::new()));
+        return Ok(v.new_pass(&mut line, 0, v.now.wall_ms, Vec::new(), rand::random()));
     }
     if let Some(d) = v.ticket_holder(headers) {
         return Ok(d);
@@ -273,7 +315,7 @@ fn decide(room: &Room, req: &Request<Body>) -> Result<Decision, GatewayError> {
 }
 
 impl Visit<'_> {
-    fn session_ms(&self) -> u64 {
+    pub(super) fn session_ms(&self) -> u64 {
         self.cfg.session_duration.as_millis() as u64
     }
 
@@ -283,15 +325,18 @@ impl Visit<'_> {
 
     /// A valid pass: straight through, renewed (sliding) once a tenth of it is used.
     /// `None` for no pass, or one revoked (now or before).
-    fn pass_holder(&mut self, headers: &http::HeaderMap) -> Option<Decision> {
+    pub(super) fn pass_holder(&mut self, headers: &http::HeaderMap) -> Option<Decision> {
         let (room, now) = (self.room, self.now);
         let p = token::cookie(headers, &room.cookies.1).and_then(|v| {
             Token::verify(v, &self.cfg.keys, &self.cfg.name, Kind::Pass, now.wall_ms)
         })?;
         let session_ms = self.session_ms();
         let mut line = room.line();
-        let expires_mono = now.mono_ms + (p.expires_ms - now.wall_ms);
+        let left_ms = p.expires_ms - now.wall_ms;
+        let expires_mono = now.mono_ms + left_ms;
+        let known = line.knows_pass(p.id);
         match line.check_pass(p.id, expires_mono, now, self.prefix) {
+            PassCheck::Valid if !known => room.share_pass(p.id, left_ms),
             PassCheck::Valid => {}
             PassCheck::Revoked => {
                 drop(line);
@@ -300,6 +345,7 @@ impl Visit<'_> {
             }
             PassCheck::Shared(limit) => {
                 drop(line);
+                room.revoke_pass(p.id, left_ms, now);
                 room.metrics().revoked(limit.as_str());
                 tracing::warn!(
                     room = %room.name,
@@ -316,6 +362,7 @@ impl Visit<'_> {
         if pass.expires_ms < now.wall_ms + session_ms - session_ms / 10 {
             pass.expires_ms = now.wall_ms + session_ms;
             line.pass_extended(pass.id, now.mono_ms + session_ms);
+            room.share_pass(pass.id, session_ms);
             cookies.push(cookie(
                 &room.cookies.1,
                 &pass.sign(&self.cfg.keys),
@@ -332,23 +379,12 @@ impl Visit<'_> {
     /// unknown): the visitor is a new arrival.
     fn ticket_holder(&mut self, headers: &http::HeaderMap) -> Option<Decision> {
         let (room, now) = (self.room, self.now);
-        let t = token::cookie(headers, &room.cookies.0).and_then(|v| {
-            Token::verify(v, &self.cfg.keys, &self.cfg.name, Kind::Ticket, now.wall_ms)
-        })?;
+        let t = self.ticket(headers)?;
         let mut line = room.line();
         line.polled(t.ticket, now);
         let standing = match line.standing(t.ticket) {
             Standing::Admitted => match line.claim(t.ticket) {
-                Ok(()) => {
-                    let clear = self.clear_cookie(&room.cookies.0);
-                    let d = self.new_pass(&mut line, t.ticket, t.issued_ms, vec![clear]);
-                    drop(line);
-                    room.observe_estimate(
-                        t.extra as f64,
-                        now.wall_ms.saturating_sub(t.issued_ms) as f64 / 1000.0,
-                    );
-                    return Some(d);
-                }
+                Ok(()) => return Some(self.exchanged(&mut line, &t, rand::random())),
                 // Back after its reservation lapsed, the room full: first in line.
                 Err(ClaimRefused::Full) => Standing::Waiting { ahead: 0 },
                 Err(ClaimRefused::NotAdmitted(s)) => s,
@@ -359,17 +395,93 @@ impl Visit<'_> {
             }
             s => s,
         };
+        self.still_waiting(&line, &t, standing)
+    }
+
+    /// The valid ticket the request carries, if any.
+    pub(super) fn ticket(&self, headers: &http::HeaderMap) -> Option<Token> {
+        token::cookie(headers, &self.room.cookies.0).and_then(|v| {
+            Token::verify(
+                v,
+                &self.cfg.keys,
+                &self.cfg.name,
+                Kind::Ticket,
+                self.now.wall_ms,
+            )
+        })
+    }
+
+    /// Ticket `t` was exchanged for pass `pass_id`: the pass, the ticket cleared.
+    pub(super) fn exchanged(&mut self, line: &mut Line, t: &Token, pass_id: u64) -> Decision {
+        let clear = self.clear_cookie(&self.room.cookies.0);
+        let d = self.new_pass(line, t.ticket, t.issued_ms, vec![clear], pass_id);
+        self.room.observe_estimate(
+            t.extra as f64,
+            self.now.wall_ms.saturating_sub(t.issued_ms) as f64 / 1000.0,
+        );
+        d
+    }
+
+    /// The answer to a ticket still in line (`None`: it holds no place any more).
+    pub(super) fn still_waiting(
+        &mut self,
+        line: &Line,
+        t: &Token,
+        standing: Standing,
+    ) -> Option<Decision> {
         if !matches!(standing, Standing::Waiting { .. } | Standing::PreQueue) {
             return None;
         }
-        let facts = facts_of(room, &line, &self.cfg, t.ticket, t.id, standing, now);
-        drop(line);
+        let facts = facts_of(
+            self.room, line, &self.cfg, t.ticket, t.id, standing, self.now,
+        );
         Some(Decision::Answer(self.waiting(&facts, None)))
     }
 
     /// No usable token: sold out, refused over the client's ticket budget, let in
     /// (safety net, empty room) or given a number.
     fn new_arrival(&mut self, headers: &http::HeaderMap) -> Result<Decision, GatewayError> {
+        if let Some(d) = self.before_a_number(headers)? {
+            return Ok(d);
+        }
+        Ok(self.number_here())
+    }
+
+    /// A new arrival decided on this instance's own line: let in (safety net, empty
+    /// room), or a number.
+    pub(super) fn number_here(&mut self) -> Decision {
+        let (room, now) = (self.room, self.now);
+        let mut line = room.line();
+        if self.cfg.mode == Mode::SafetyNet
+            && !line.anyone_waiting()
+            && line.active() < line.settings.active_users
+        {
+            return self.new_pass(&mut line, 0, now.wall_ms, Vec::new(), rand::random());
+        }
+        let issued = line.issue(now, self.prefix);
+        room.metrics().issued.inc();
+        if line.is_open() {
+            // The line may have room and budget right now: no need to wait for a tick.
+            line.advance(now);
+        }
+        if line.standing(issued.ticket) == Standing::Admitted && line.claim(issued.ticket).is_ok() {
+            return self.new_pass(
+                &mut line,
+                issued.ticket,
+                now.wall_ms,
+                Vec::new(),
+                rand::random(),
+            );
+        }
+        self.numbered(&line, issued)
+    }
+
+    /// What comes before taking a number: sold out or closed, the proof of work, the
+    /// client's ticket budget. `None`: go on and take one.
+    pub(super) fn before_a_number(
+        &mut self,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Decision>, GatewayError> {
         let (room, now) = (self.room, self.now);
         let cfg = self.cfg.clone();
         let closed = cfg.closes_at.is_some_and(|c| now.wall_ms >= c);
@@ -386,9 +498,9 @@ impl Visit<'_> {
                 poll_after: 60,
                 opens_at_ms: cfg.opens_at,
             };
-            return Ok(Decision::Answer(sold_out(
+            return Ok(Some(Decision::Answer(sold_out(
                 &cfg, self.lang, self.json, &facts,
-            )));
+            ))));
         }
         // === proof of work before a ticket (pow.rs), checked before the per-client
         // limit so unsolved asks spend none of it ===
@@ -403,7 +515,7 @@ impl Visit<'_> {
                 self.secure,
             );
             if let Some(answer) = gate {
-                return Ok(Decision::Answer(answer));
+                return Ok(Some(Decision::Answer(answer)));
             }
         }
         if let Some(pfx) = self.prefix {
@@ -416,33 +528,33 @@ impl Visit<'_> {
                 });
             }
         }
-        let mut line = room.line();
-        if cfg.mode == Mode::SafetyNet
-            && !line.anyone_waiting()
-            && line.active() < line.settings.active_users
-        {
-            return Ok(self.new_pass(&mut line, 0, now.wall_ms, Vec::new()));
-        }
-        let issued = line.issue(now, self.prefix);
-        room.metrics().issued.inc();
-        if line.is_open() {
-            // The line may have room and budget right now: no need to wait for a tick.
-            line.advance(now);
-        }
-        if line.standing(issued.ticket) == Standing::Admitted && line.claim(issued.ticket).is_ok() {
-            return Ok(self.new_pass(&mut line, issued.ticket, now.wall_ms, Vec::new()));
-        }
+        Ok(None)
+    }
+
+    /// No number yet (a shared line re-seeded a moment ago): the waiting page, asked
+    /// again in a second.
+    pub(super) fn ask_again_soon(&mut self) -> Decision {
+        let facts = Facts {
+            room: self.cfg.name.clone(),
+            state: PageState::Waiting,
+            ticket: None,
+            position: None,
+            people_ahead: None,
+            ahead_at_arrival: None,
+            wait: None,
+            updated_ms: self.now.wall_ms,
+            poll_after: 1,
+            opens_at_ms: self.cfg.opens_at,
+        };
+        Decision::Answer(self.waiting(&facts, None))
+    }
+
+    /// The answer to a visitor who just took number `issued`: its standing and cookie.
+    pub(super) fn numbered(&mut self, line: &Line, issued: Issued) -> Decision {
+        let (room, now) = (self.room, self.now);
+        let cfg = self.cfg.clone();
         let standing = line.standing(issued.ticket);
-        let facts = facts_of(
-            room,
-            &line,
-            &cfg,
-            issued.ticket,
-            issued.front,
-            standing,
-            now,
-        );
-        drop(line);
+        let facts = facts_of(room, line, &cfg, issued.ticket, issued.front, standing, now);
         let ticket = Token {
             kind: Kind::Ticket,
             room: cfg.name.clone(),
@@ -459,16 +571,17 @@ impl Visit<'_> {
             cfg.ticket_ttl.as_secs(),
             self.secure,
         );
-        Ok(Decision::Answer(self.waiting(&facts, Some(c))))
+        Decision::Answer(self.waiting(&facts, Some(c)))
     }
 
-    /// A new pass (a fresh id, counted from now) for `ticket` issued at `ticket_issued`.
-    fn new_pass(
+    /// A new pass `id`, counted from now, for `ticket` issued at `ticket_issued`.
+    pub(super) fn new_pass(
         &mut self,
         line: &mut Line,
         ticket: u64,
         ticket_issued: u64,
         mut cookies: Vec<HeaderValue>,
+        id: u64,
     ) -> Decision {
         let (now, session_ms) = (self.now, self.session_ms());
         let pass = Token {
@@ -478,7 +591,7 @@ impl Visit<'_> {
             issued_ms: now.wall_ms,
             expires_ms: now.wall_ms + session_ms,
             extra: ticket_issued,
-            id: rand::random(),
+            id,
         };
         line.pass_started(pass.id, now.mono_ms + session_ms);
         // The admitting request is the pass's first use (its network, its rate).

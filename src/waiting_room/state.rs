@@ -398,6 +398,8 @@ pub struct Line {
     pub skipped_total: u64,
     /// Tickets handed out.
     pub issued_total: u64,
+    /// When the line is shared by several instances: this instance's mirror of it.
+    shared: mirror::Shared,
 }
 
 /// Bytes one entry of a pass, reservation or revocation map costs, about (hash slot,
@@ -436,6 +438,7 @@ impl Line {
             admitted_total: 0,
             skipped_total: 0,
             issued_total: 0,
+            shared: mirror::Shared::default(),
         }
     }
 
@@ -454,9 +457,13 @@ impl Line {
         self.settings.new_users_per_minute as f64 / 60_000.0
     }
 
-    /// Live passes plus admitted-but-unclaimed places.
+    /// Live passes plus admitted-but-unclaimed places (across instances, for a
+    /// mirrored shared line).
     pub fn active(&self) -> u64 {
-        (self.passes.len() + self.reservations.len()) as u64
+        match self.shared.active {
+            Some(a) => a,
+            None => (self.passes.len() + self.reservations.len()) as u64,
+        }
     }
 
     /// Live passes only.
@@ -552,8 +559,8 @@ impl Line {
                 }
             }
         }
-        let ticket = self.next_ticket;
-        self.next_ticket += 1;
+        let ticket = self.shared.outage_number(self.next_ticket);
+        self.next_ticket = ticket + 1;
         // Taking a number is a sign of presence: a fresh ticket is never skipped as
         // abandoned before its holder had a chance to poll.
         self.polled(ticket, now);
@@ -564,6 +571,7 @@ impl Line {
     pub fn polled(&mut self, t: u64, now: Now) {
         if let Some(p) = self.position_of(t) {
             self.touch_block(p, now.mono_ms);
+            self.shared.polled((p - 1) / BLOCK);
         }
     }
 
@@ -641,6 +649,7 @@ impl Line {
             return Err(ClaimRefused::Full);
         }
         self.redeemed.set(p, true);
+        self.shared.claimed(p);
         Ok(())
     }
 
@@ -750,8 +759,15 @@ impl Line {
         let busy = !self.paused && self.anyone_waiting();
         let admitted_now = if self.paused { 0 } else { self.admit(now, dt) };
         self.admitted_total += admitted_now;
+        self.observe_rate(now, dt, admitted_now, busy);
+        admitted_now
+    }
+
+    /// Records `admitted` places over the last `dt` ms in the measured rate, and moves
+    /// the rate shown to visitors toward the target.
+    fn observe_rate(&mut self, now: Now, dt: u64, admitted: u64, busy: bool) {
         self.rate
-            .record(now.mono_ms, admitted_now, if busy { dt } else { 0 });
+            .record(now.mono_ms, admitted, if busy { dt } else { 0 });
         let target = self.target_rate();
         if self.shown_rate <= 0.0 {
             self.shown_rate = target;
@@ -759,7 +775,6 @@ impl Line {
             let alpha = 1.0 - (-(dt as f64) / DISPLAY_TAU_MS).exp();
             self.shown_rate += alpha * (target - self.shown_rate);
         }
-        admitted_now
     }
 
     /// Opening: freezes the pre-queue (its order is drawn from the room's key).
@@ -774,7 +789,8 @@ impl Line {
     fn admit(&mut self, now: Now, dt: u64) -> u64 {
         // A token bucket holding at most one tick's worth (or one place), so a crowd
         // arriving after a quiet spell is let in at the rate, not in a burst.
-        let rate = self.rate_per_ms();
+        let rate = self.rate_per_ms() / self.shared.share() as f64;
+        let active_users = (self.settings.active_users / self.shared.share()).max(1);
         let cap = (rate * 100.0).max(1.0);
         self.tokens = (self.tokens + rate * dt as f64).min(cap);
         let mut admitted_now = 0;
@@ -783,7 +799,7 @@ impl Line {
             steps += 1;
             let p = self.admitted + 1;
             let t = self.ticket_of(p);
-            let budget = self.tokens >= 1.0 && self.active() < self.settings.active_users;
+            let budget = self.tokens >= 1.0 && self.active() < active_users;
             if !self.is_issued(t) {
                 if t >= self.next_ticket {
                     // Unissued in the last, partial `random` block: with budget, seal
@@ -833,7 +849,10 @@ impl Line {
         if t > SECONDARY_BASE {
             return self.prequeue.is_some_and(|(_, s)| t - SECONDARY_BASE <= s);
         }
-        t >= 1 && t < self.next_ticket && !self.hole.is_some_and(|(a, b)| (a..=b).contains(&t))
+        t >= 1
+            && t < self.next_ticket
+            && !self.hole.is_some_and(|(a, b)| (a..=b).contains(&t))
+            && self.shared.own_number(t)
     }
 
     /// The last position that may hold an issued ticket: the last ticket's, or in
@@ -990,6 +1009,8 @@ impl Line {
         Ok(line)
     }
 }
+
+mod mirror;
 
 /// Version of the state file layout.
 pub const SNAPSHOT_VERSION: u32 = 1;

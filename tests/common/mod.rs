@@ -144,3 +144,4 @@ pub async fn metrics_text(gw: &Gateway) -> String {
         .await
         .text()
 }
+pub mod redis;

@@ -1,0 +1,265 @@
+//! A real `redis-server` for the shared-state tests, and the clients and gateway
+//! processes they talk through.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpSocket;
+
+use super::{config_text, eventually, gateway, metric, metrics_text, Answer};
+use floodgate::Gateway;
+
+// === a real Redis ===
+
+/// A `redis-server` of this test's own, on loopback, without persistence.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        r.restart().await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts (again) on the same port, empty, and waits until it answers PING.
+    pub async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed for these tests (.ci/run installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(pong) = self.cmd(&["PING"]).await {
+                if pong == redis::Value::SimpleString("PONG".into()) {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills it at once, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn cmd(&self, args: &[&str]) -> redis::RedisResult<redis::Value> {
+        let client = redis::Client::open(self.url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut c = redis::cmd(args[0]);
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        c.query_async(&mut conn).await
+    }
+
+    pub async fn live_members(&self) -> i64 {
+        match self.cmd(&["ZCARD", "test:{members}"]).await {
+            Ok(redis::Value::Int(n)) => n,
+            _ => 0,
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `[state]` for a gateway of the test's Redis, with quick heartbeats.
+pub fn state_toml(redis: &RedisServer) -> String {
+    format!(
+        "[state]\nbackend = \"redis\"\nurl = \"{}\"\nprefix = \"test:\"\n\
+         heartbeat_interval = \"100ms\"\nmember_ttl = \"1s\"\nsync_interval = \"100ms\"\n",
+        redis.url()
+    )
+}
+
+/// Three gateways sharing `redis`, each with `extra` config, once all count three.
+pub async fn three_gateways(shop: SocketAddr, redis: &RedisServer, extra: &str) -> Vec<Gateway> {
+    let text = config_text(shop, &format!("{extra}\n{}", state_toml(redis)));
+    let mut gws = Vec::new();
+    for _ in 0..3 {
+        gws.push(gateway(&text).await);
+    }
+    for gw in &gws {
+        wait_backend(gw, 1.0).await;
+        eventually(
+            "each instance counts three",
+            Duration::from_secs(5),
+            || async {
+                metric(&metrics_text(gw).await, "floodgate_state_live_instances") == Some(3.0)
+            },
+        )
+        .await;
+    }
+    eventually("three live instances", Duration::from_secs(5), || async {
+        redis.live_members().await == 3
+    })
+    .await;
+    gws
+}
+
+pub async fn backend_up(gw: &Gateway) -> Option<f64> {
+    metric(
+        &metrics_text(gw).await,
+        "floodgate_state_backend_up{backend=\"redis\"}",
+    )
+}
+
+pub async fn wait_backend(gw: &Gateway, want: f64) {
+    eventually(
+        &format!("floodgate_state_backend_up{{backend=\"redis\"}} = {want}"),
+        Duration::from_secs(10),
+        || async { backend_up(gw).await == Some(want) },
+    )
+    .await;
+}
+
+// === a client ===
+
+/// `GET path` from client address `from` with extra header fields.
+pub async fn get_from(from: &str, gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let from: IpAddr = from.parse().unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let stream = socket.connect(gw).await.expect("connect to the gateway");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::get(path).header("host", "shop.test");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::<Bytes>::default()).unwrap())
+        .await
+        .expect("answer");
+    let (parts, body) = resp.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// `n` requests from `from`, spread round-robin over `gws`: how many were let through.
+pub async fn passed_round_robin(
+    n: usize,
+    from: &str,
+    gws: &[Gateway],
+    headers: &[(&str, &str)],
+) -> usize {
+    let mut ok = 0;
+    for i in 0..n {
+        let a = get_from(from, gws[i % gws.len()].addr(), "/", headers).await;
+        match a.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            s => panic!("request {i} failed with {s}: {}", a.text()),
+        }
+    }
+    ok
+}
+
+pub async fn admin_post(gw: &Gateway, path: &str, body: &str) -> Answer {
+    super::send(
+        Request::post(format!("http://{}{path}", gw.admin_addr.unwrap()))
+            .header("content-type", "application/json")
+            .body(Full::from(body.to_string()))
+            .unwrap(),
+    )
+    .await
+}
+
+pub async fn admin_get(gw: &Gateway, path: &str) -> Answer {
+    super::get(gw.admin_addr.unwrap(), path).await
+}
+
+// === separate processes ===
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
+
+/// A `floodgate run` process; killed on drop.
+pub struct Process {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn spawn_gateway(config: &std::path::Path) -> Process {
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut addr = None;
+    let mut up = false;
+    while addr.is_none() || !up {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("gateway printed its address and joined Redis");
+        if line.contains("listening") && !line.contains("admin listening") {
+            addr = line
+                .split("addr=")
+                .nth(1)
+                .map(|s| s.trim().parse::<SocketAddr>().unwrap());
+        }
+        up |= line.contains("state backend redis is up");
+    }
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    Process {
+        child,
+        addr: addr.unwrap(),
+    }
+}

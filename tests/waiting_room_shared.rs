@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use common::redis::{admin_get, get_from, state_toml, three_gateways, wait_backend, RedisServer};
+use common::redis::{
+    admin_get, get_from, spawn_gateway, state_toml, three_gateways, wait_backend, Process,
+    RedisServer,
+};
 use common::{config_text, eventually, fast_shop, gateway, Answer};
 use floodgate::Gateway;
 
@@ -369,5 +372,52 @@ fn a_random_room_is_refused_with_the_redis_backend_naming_the_key() {
     assert!(
         errors.iter().any(|e| e.key == "waiting_room[0].mode"),
         "{errors:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_floodgate_processes_run_one_line() {
+    let shop = fast_shop().await;
+    let redis = RedisServer::start().await;
+    let key = key_file();
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_text(
+        shop.addr,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n{}\n{}",
+            room_toml(key.path(), 3, 6000),
+            state_toml(&redis)
+        ),
+    );
+    let path = dir.path().join("floodgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let procs: Vec<Process> = (0..3).map(|_| spawn_gateway(&path)).collect();
+    eventually("three live instances", Duration::from_secs(5), || async {
+        redis.live_members().await == 3
+    })
+    .await;
+    let mut crowd: Vec<Visitor> = (0..12).map(Visitor::new).collect();
+    for round in 0..20 {
+        for (i, v) in crowd.iter_mut().enumerate() {
+            if !v.inside() {
+                v.ask(procs[(i + round) % 3].addr, round > 0).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let inside: Vec<usize> = (0..crowd.len()).filter(|&i| crowd[i].inside()).collect();
+    assert_eq!(
+        inside,
+        vec![0, 1, 2],
+        "three places across three processes: the first three to arrive"
+    );
+    let mut numbers: Vec<u64> = crowd.iter().filter_map(Visitor::ticket).collect();
+    let n = numbers.len();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(
+        numbers.len(),
+        n,
+        "no number handed out twice by two processes"
     );
 }

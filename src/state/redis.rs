@@ -9,6 +9,7 @@
 //! | `P{purge}:gen`, `…:log`  | purge generation and the last [`PURGE_LOG`] purges    |
 //! | `P{room:NAME}:admin`     | a room's administered settings and their generation   |
 //! | `P{members}`             | live instances, scored by their last heartbeat        |
+//! | `P{room:NAME}:line`, …   | a room's shared line (see `redis_line.rs`)            |
 //! | channel `Pevents`        | purges and room settings as they happen               |
 //!
 //! Every read-modify-write is a Lua script, loaded once and run with EVALSHA (the

@@ -79,16 +79,20 @@ fn spawn_gateway(config: &Path) -> Process {
         !line.contains("admin"),
         "the proxy listener comes first: {line}"
     );
-    // `addr=127.0.0.1:N` in text logs, `"addr":"127.0.0.1:N"` in JSON.
-    p.addr = line
-        .split_once("127.0.0.1:")
+    p.addr = addr_in(&line);
+    p
+}
+
+/// The loopback address in a "listening" line: `addr=127.0.0.1:N` in text logs,
+/// `"addr":"127.0.0.1:N"` in JSON.
+fn addr_in(line: &str) -> SocketAddr {
+    line.split_once("127.0.0.1:")
         .map(|(_, rest)| {
             let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
             format!("127.0.0.1:{port}")
         })
         .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("an address in {line}"));
-    p
+        .unwrap_or_else(|| panic!("an address in {line}"))
 }
 
 async fn get_with_id(addr: SocketAddr, id: &str) -> Answer {
@@ -287,5 +291,120 @@ async fn a_stalled_log_disk_does_not_hold_up_requests() {
     assert_eq!(
         shop.stats.served.load(std::sync::atomic::Ordering::SeqCst),
         1000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_log_that_cannot_keep_up_drops_lines_and_counts_them() {
+    // The access log is a pipe nobody reads while the traffic comes: the writer thread
+    // blocks once the pipe is full, the gateway's buffer of lines fills behind it, and
+    // every line past that must be dropped and counted, never waited for. 70,000
+    // requests overflow the 65,536 buffered lines (plus the few hundred the pipe and
+    // the write buffer take) by about 4,000.
+    use floodgate::logging::ACCESS_LOG_BUFFERED_LINES;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use std::sync::Arc;
+    const REQUESTS: usize = 70_000;
+    const CONNECTIONS: usize = 64;
+
+    let shop = fast_shop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.fifo");
+    assert!(Command::new("mkfifo").arg(&log).status().unwrap().success());
+    // Opening a FIFO for writing waits for a reader: open one, and read nothing yet.
+    let reader_path = log.clone();
+    let (fifo_tx, fifo_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = fifo_tx.send(std::fs::File::open(reader_path).unwrap());
+    });
+    // The shop's pages are cacheable: a flash sale's traffic, answered from the cache,
+    // so the test spends its time on requests and their log lines.
+    let text = config_text(
+        shop.addr,
+        "[[route]]\nname = \"shop\"\nupstream = \"shop\"\ncache = { enabled = true }\n",
+    )
+    .replace(
+        "[log]\naccess_log = false\n",
+        &format!("[log]\naccess_log_file = \"{}\"\n", log.display()),
+    );
+    let config = dir.path().join("floodgate.toml");
+    std::fs::write(&config, text).unwrap();
+    let gw = spawn_gateway(&config);
+    let admin = addr_in(&gw.wait_for_line("admin listening"));
+    let fifo = fifo_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    let dropped = || async move {
+        let text = get(admin, "/metrics").await.text();
+        metric(&text, "floodgate_access_log_dropped_total")
+            .unwrap_or_else(|| panic!("floodgate_access_log_dropped_total in {text}"))
+            as usize
+    };
+    assert_eq!(dropped().await, 0, "nothing dropped before any request");
+
+    // Many shoppers on keep-alive connections, each sending as soon as answered.
+    let client = client();
+    let next = Arc::new(AtomicUsize::new(0));
+    let uri: http::Uri = format!("http://{}/products/7", gw.addr).parse().unwrap();
+    let statuses = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut shoppers = tokio::task::JoinSet::new();
+        for _ in 0..CONNECTIONS {
+            let (client, next, uri) = (client.clone(), next.clone(), uri.clone());
+            shoppers.spawn(async move {
+                let mut statuses = Vec::new();
+                while next.fetch_add(1, Relaxed) < REQUESTS {
+                    let req = http::Request::get(uri.clone())
+                        .body(Full::<Bytes>::default())
+                        .unwrap();
+                    let resp = client.request(req).await.expect("request completes");
+                    statuses.push(resp.status());
+                    http_body_util::BodyExt::collect(resp.into_body())
+                        .await
+                        .expect("body completes");
+                }
+                statuses
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(done) = shoppers.join_next().await {
+            all.extend(done.unwrap());
+        }
+        all
+    })
+    .await
+    .expect("requests stalled behind the access log");
+    assert_eq!(statuses.len(), REQUESTS, "every request got an answer");
+    let not_ok = statuses.iter().filter(|s| **s != 200).count();
+    assert_eq!(not_ok, 0, "every answer is the page");
+
+    let lost = dropped().await;
+    assert!(lost > 0, "the lines past the buffer are counted as dropped");
+
+    // Now the disk catches up: every line is either in the file or counted as dropped.
+    let written = Arc::new(AtomicUsize::new(0));
+    let w = written.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(fifo).lines().map_while(Result::ok) {
+            if line.contains("floodgate::access") {
+                w.fetch_add(1, Relaxed);
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (written, lost) = loop {
+        let (w, d) = (written.load(Relaxed), dropped().await);
+        if w + d >= REQUESTS || std::time::Instant::now() > deadline {
+            break (w, d);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        written + lost,
+        REQUESTS,
+        "{written} lines in the file and {lost} counted as dropped, for {REQUESTS} requests"
+    );
+    assert!(
+        written >= ACCESS_LOG_BUFFERED_LINES,
+        "the buffered lines reach the file, only those past the buffer are dropped: \
+         {written} written"
     );
 }

@@ -6,95 +6,15 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::process::{addr_in, Process, BIN};
 use common::*;
 use http_body_util::Full;
 
-const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
-
 /// A `floodgate run` process; killed on drop if still running.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-    stderr: Receiver<String>,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    /// Waits for a stderr line containing `what`, and returns it.
-    fn wait_for_line(&self, what: &str) -> String {
-        loop {
-            let line = self
-                .stderr
-                .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_else(|_| panic!("no stderr line with {what:?}"));
-            if line.contains(what) {
-                return line;
-            }
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-fn spawn_gateway(config: &Path) -> Process {
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut p = Process {
-        child,
-        addr: "0.0.0.0:0".parse().unwrap(),
-        stderr: rx,
-    };
-    let line = p.wait_for_line("listening");
-    assert!(
-        !line.contains("admin"),
-        "the proxy listener comes first: {line}"
-    );
-    p.addr = addr_in(&line);
-    p
-}
-
-/// The loopback address in a "listening" line: `addr=127.0.0.1:N` in text logs,
-/// `"addr":"127.0.0.1:N"` in JSON.
-fn addr_in(line: &str) -> SocketAddr {
-    line.split_once("127.0.0.1:")
-        .map(|(_, rest)| {
-            let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            format!("127.0.0.1:{port}")
-        })
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("an address in {line}"))
-}
-
 async fn get_with_id(addr: SocketAddr, id: &str) -> Answer {
     send(
         http::Request::get(format!("http://{addr}/products/7"))
@@ -133,7 +53,7 @@ async fn after_logrotate_renames_the_access_log_sigusr1_makes_new_lines_go_to_a_
     assert!(text.contains("access_log_file"), "{text}");
     let config = dir.path().join("floodgate.toml");
     std::fs::write(&config, text).unwrap();
-    let gw = spawn_gateway(&config);
+    let mut gw = Process::spawn(&config, false);
 
     assert_eq!(get_with_id(gw.addr, "before-rotate").await.status, 200);
     eventually_contains(&log, "before-rotate").await;
@@ -179,7 +99,7 @@ async fn access_lines_go_to_the_file_and_not_to_stderr() {
     );
     let config = dir.path().join("floodgate.toml");
     std::fs::write(&config, text).unwrap();
-    let gw = spawn_gateway(&config);
+    let mut gw = Process::spawn(&config, false);
     assert_eq!(get_with_id(gw.addr, "to-the-file").await.status, 200);
     eventually_contains(&log, "to-the-file").await;
     assert!(
@@ -190,17 +110,7 @@ async fn access_lines_go_to_the_file_and_not_to_stderr() {
     // The reopen message proves stderr is still read; nothing before it was the
     // access line.
     gw.signal("-USR1");
-    let mut seen = Vec::new();
-    loop {
-        let line = gw
-            .stderr
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the reopen message");
-        if line.contains("reopening the access log file") {
-            break;
-        }
-        seen.push(line);
-    }
+    let seen = gw.lines_until("reopening the access log file");
     assert!(
         !seen.iter().any(|l| l.contains("to-the-file")),
         "the access line stayed off stderr: {seen:?}"
@@ -276,7 +186,7 @@ async fn a_stalled_log_disk_does_not_hold_up_requests() {
     );
     let config = dir.path().join("floodgate.toml");
     std::fs::write(&config, text).unwrap();
-    let gw = spawn_gateway(&config);
+    let gw = Process::spawn(&config, false);
     held_rx.recv_timeout(Duration::from_secs(10)).unwrap();
 
     // 1,000 lines of ~250 bytes: four times what the pipe holds.
@@ -329,7 +239,7 @@ async fn an_access_log_that_cannot_keep_up_drops_lines_and_counts_them() {
     );
     let config = dir.path().join("floodgate.toml");
     std::fs::write(&config, text).unwrap();
-    let gw = spawn_gateway(&config);
+    let mut gw = Process::spawn(&config, false);
     let admin = addr_in(&gw.wait_for_line("admin listening"));
     let fifo = fifo_rx.recv_timeout(Duration::from_secs(10)).unwrap();
 

@@ -2,14 +2,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::process::{Process, BIN};
 use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
 
 fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let p = dir.path().join("floodgate.toml");
@@ -130,73 +127,12 @@ fn run_with_a_bad_config_exits_non_zero_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.shutdown_grace"));
 }
 
-/// A gateway process; killed on drop if still running.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn spawn_gateway(config: &std::path::Path) -> Process {
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut addr, mut admin) = (None, None);
-    while addr.is_none() || admin.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("gateway printed its addresses");
-        let a = line
-            .split("addr=")
-            .nth(1)
-            .map(|s| s.trim().parse::<SocketAddr>().unwrap());
-        if line.contains("admin listening") {
-            admin = a;
-        } else if line.contains("listening") {
-            addr = a;
-        }
-    }
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    Process {
-        child,
-        addr: addr.unwrap(),
-        admin: admin.unwrap(),
-    }
-}
-
-fn signal(p: &Process, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
 #[tokio::test]
 async fn sigterm_during_a_slow_request_lets_it_finish_then_exits_0() {
     let shop = fast_shop().await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&dir, &config_text(shop.addr, ""));
-    let mut gw = spawn_gateway(&path);
+    let mut gw = Process::spawn(&path, true);
     let addr = gw.addr;
     let slow = tokio::spawn(async move { get(addr, "/__shop/slow?ms=1500").await });
     let stats = shop.stats.clone();
@@ -209,7 +145,7 @@ async fn sigterm_during_a_slow_request_lets_it_finish_then_exits_0() {
         },
     )
     .await;
-    signal(&gw, "-TERM");
+    gw.signal("-TERM");
     let answer = slow.await.unwrap();
     assert_eq!(answer.status, 200);
     assert_eq!(answer.text(), "slow\n");
@@ -225,7 +161,7 @@ async fn sighup_reloads_the_config_and_a_bad_reload_keeps_the_old_one() {
     let shop = fast_shop().await;
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(&dir, &config_text(shop.addr, ""));
-    let gw = spawn_gateway(&path);
+    let gw = Process::spawn(&path, true);
     assert_eq!(
         get(gw.addr, "/shop-a/fast").await.status,
         404,
@@ -238,8 +174,8 @@ async fn sighup_reloads_the_config_and_a_bad_reload_keeps_the_old_one() {
         "[[route]]\nname = \"renamed\"",
     );
     std::fs::write(&path, &text).unwrap();
-    signal(&gw, "-HUP");
-    let admin = gw.admin;
+    gw.signal("-HUP");
+    let admin = gw.admin.unwrap();
     eventually(
         "the reload is counted",
         Duration::from_secs(5),

@@ -144,4 +144,5 @@ pub async fn metrics_text(gw: &Gateway) -> String {
         .await
         .text()
 }
+pub mod process;
 pub mod redis;

@@ -1,7 +1,6 @@
 //! A real `redis-server` for the shared-state tests, and the clients and gateway
 //! processes they talk through.
 
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpSocket;
 
+pub use super::process::Process;
 use super::{config_text, eventually, gateway, metric, metrics_text, Answer};
 use floodgate::Gateway;
 
@@ -212,54 +212,9 @@ pub async fn admin_get(gw: &Gateway, path: &str) -> Answer {
 
 // === separate processes ===
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_floodgate");
-
-/// A `floodgate run` process; killed on drop.
-pub struct Process {
-    child: Child,
-    pub addr: SocketAddr,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A gateway process that joined Redis.
 pub fn spawn_gateway(config: &std::path::Path) -> Process {
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut addr = None;
-    let mut up = false;
-    while addr.is_none() || !up {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("gateway printed its address and joined Redis");
-        if line.contains("listening") && !line.contains("admin listening") {
-            addr = line
-                .split("addr=")
-                .nth(1)
-                .map(|s| s.trim().parse::<SocketAddr>().unwrap());
-        }
-        up |= line.contains("state backend redis is up");
-    }
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    Process {
-        child,
-        addr: addr.unwrap(),
-    }
+    let mut p = Process::spawn(config, false);
+    p.wait_for_line("state backend redis is up");
+    p
 }

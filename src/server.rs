@@ -26,6 +26,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -53,13 +54,17 @@ pub const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 /// sent ahead of the client; this only needs to keep the socket busy between polls.
 pub const H2_MAX_SEND_BUF: usize = 64 * 1024;
 
-/// Binds a listener with SO_REUSEADDR so a restart does not wait for TIME_WAIT.
+/// Binds a listener with SO_REUSEADDR (a restart does not wait for TIME_WAIT) and
+/// SO_REUSEPORT: a new binary binds the same addresses while the old one still runs,
+/// and the old one drains (docs/operations.md, binary upgrade).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
     // A deep backlog absorbs the launch-minute SYN burst while we are at max_connections.
@@ -105,12 +110,18 @@ pub async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let builder = Arc::new(connection_builder(&cfg));
+    let conn = Accepted {
+        tls,
+        shared,
+        cfg: cfg.clone(),
+        tracker,
+    };
     loop {
         // Take a connection slot before accepting: at the limit, new clients wait in
         // the kernel backlog instead of being accepted and starved.
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -122,15 +133,68 @@ pub async fn accept_loop(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => break,
         };
+        conn.spawn(
+            stream,
+            peer,
+            Some(permit),
+            builder.clone(),
+            shutdown.clone(),
+        );
+    }
+    drain_backlog(&listener, &conn, &cfg).await;
+}
+
+/// At shutdown: serves the connections the kernel already queued on this listener
+/// (one request each), so that closing it resets none. With SO_REUSEPORT another
+/// process may share the port; connections arriving after the last accept go to it
+/// when `net.ipv4.tcp_migrate_req = 1` (else the kernel resets them: docs/operations.md).
+async fn drain_backlog(listener: &TcpListener, conn: &Accepted, cfg: &ServerConfig) {
+    let mut builder = connection_builder(cfg);
+    builder.http1().keep_alive(false);
+    let builder = Arc::new(builder);
+    // These connections are served as if no shutdown had begun (one request, then
+    // closed); the process still waits for them within the grace. The sender lives for
+    // the process, so the receiver never reports a change (a dropped one would).
+    static NEVER: std::sync::OnceLock<watch::Sender<bool>> = std::sync::OnceLock::new();
+    let never = NEVER.get_or_init(|| watch::channel(false).0).subscribe();
+    let mut drained = 0u32;
+    while let Some(Ok((stream, peer))) = listener.accept().now_or_never() {
+        conn.spawn(stream, peer, None, builder.clone(), never.clone());
+        drained += 1;
+    }
+    if drained > 0 {
+        tracing::info!(
+            connections = drained,
+            "served the connections queued at shutdown"
+        );
+    }
+}
+
+/// What a connection task needs, cloned per connection.
+struct Accepted {
+    tls: Option<Arc<Tls>>,
+    shared: Arc<Shared>,
+    cfg: Arc<ServerConfig>,
+    tracker: TaskTracker,
+}
+
+impl Accepted {
+    /// Serves one accepted connection in its own task (holding `permit`, if any).
+    fn spawn(
+        &self,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+        builder: Arc<auto::Builder<TokioExecutor>>,
+        shutdown: watch::Receiver<bool>,
+    ) {
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let builder = builder.clone();
-        let cfg = cfg.clone();
-        let shutdown = shutdown.clone();
-        let tls = tls.clone();
-        tracker.spawn(async move {
+        let shared = self.shared.clone();
+        let cfg = self.cfg.clone();
+        let tls = self.tls.clone();
+        self.tracker.spawn(async move {
             shared.metrics.connections_total.inc();
             shared.metrics.connections_open.inc();
             match tls {
@@ -202,11 +266,19 @@ async fn serve_connection<S>(
     };
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
+    // At shutdown a connection that has not sent its first request yet is not closed
+    // at once: its request may already be in the socket (a client that connected just
+    // before), and closing would fail it. It gets that one request (within the header
+    // timeout), then closes.
     let mut draining = *shutdown.borrow();
-    if draining {
-        conn.as_mut().graceful_shutdown();
-    }
+    let mut first_request_due = draining.then(Instant::now);
     loop {
+        if let Some(since) = first_request_due {
+            if request_seen(&activity) || since.elapsed() >= FIRST_REQUEST_WAIT {
+                first_request_due = None;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
         let check_at = deadline(&activity, cfg).min(send.next_check(send_timeout));
         tokio::select! {
             res = conn.as_mut() => {
@@ -217,8 +289,9 @@ async fn serve_connection<S>(
             }
             _ = shutdown.changed(), if !draining => {
                 draining = true;
-                conn.as_mut().graceful_shutdown();
+                first_request_due = Some(Instant::now());
             }
+            _ = tokio::time::sleep(FIRST_REQUEST_POLL), if first_request_due.is_some() => {}
             _ = tokio::time::sleep_until(check_at.into()) => {
                 if send.expired(send_timeout) {
                     // The client stopped taking its answer: nginx's send_timeout.
@@ -234,6 +307,18 @@ async fn serve_connection<S>(
             }
         }
     }
+}
+
+/// How often a connection accepted just before shutdown looks whether its first
+/// request came (then it closes after answering it).
+const FIRST_REQUEST_POLL: Duration = Duration::from_millis(5);
+/// How long such a connection may take to send it: a request already in the socket
+/// arrives in microseconds; an idle preconnect must not hold the shutdown longer.
+const FIRST_REQUEST_WAIT: Duration = Duration::from_millis(500);
+
+/// Whether the connection has begun a request (so a graceful close answers it first).
+fn request_seen(activity: &ConnActivity) -> bool {
+    activity.requests.load(Ordering::Acquire) > 0 || activity.head_started.get().is_some()
 }
 
 /// When the request now arriving started: its first byte on HTTP/1 (the connection

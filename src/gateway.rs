@@ -7,10 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
@@ -59,7 +58,7 @@ pub enum StartError {
 /// The admin bearer token: from `server.admin_token_file`, else `FLOODGATE_ADMIN_TOKEN`.
 /// Required when the admin listener is not on loopback; never read from the config file
 /// itself, so configs can be shared and committed.
-fn admin_token(cfg: &crate::config::ServerConfig) -> Result<Option<String>, StartError> {
+pub(crate) fn admin_token(cfg: &crate::config::ServerConfig) -> Result<Option<String>, StartError> {
     let token = match &cfg.admin_token_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -99,7 +98,6 @@ pub struct Gateway {
     admin: Arc<AdminState>,
     shutdown_tx: watch::Sender<bool>,
     conns: TaskTracker,
-    grace: Duration,
 }
 
 impl Gateway {
@@ -114,7 +112,6 @@ impl Gateway {
         metrics: Arc<Metrics>,
     ) -> Result<Gateway, StartError> {
         let server_cfg = Arc::new(config.server.clone());
-        let grace = server_cfg.shutdown_grace;
         let source: Option<PathBuf> = config.source.clone();
         let certificates = Arc::new(Certificates::new(
             CertSet::load(&config.certificates, &tls::provider())
@@ -140,7 +137,6 @@ impl Gateway {
         ));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let conns = TaskTracker::new();
-        let limit = Arc::new(Semaphore::new(server_cfg.max_connections));
 
         let tls = match server_cfg.tls_listen.is_empty() {
             true => None,
@@ -163,8 +159,9 @@ impl Gateway {
             shared: shared.clone(),
             ready: AtomicBool::new(false),
             config_path: source,
-            token: admin_token,
+            token: arc_swap::ArcSwap::from_pointee(admin_token),
             certificates,
+            connections: admin::ConnectionLimit::new(server_cfg.max_connections),
         });
         let mut listen_addrs = Vec::new();
         let mut tls_addrs = Vec::new();
@@ -181,8 +178,7 @@ impl Gateway {
                 l,
                 tls,
                 shared.clone(),
-                server_cfg.clone(),
-                limit.clone(),
+                admin.connections.semaphore.clone(),
                 conns.clone(),
                 shutdown_rx.clone(),
             ));
@@ -202,7 +198,6 @@ impl Gateway {
             admin,
             shutdown_tx,
             conns,
-            grace,
         })
     }
 
@@ -231,10 +226,15 @@ impl Gateway {
     pub async fn shutdown(self) -> bool {
         self.admin.ready.store(false, Ordering::Release);
         let _ = self.shutdown_tx.send(true);
-        let clean = server::drain(&self.conns, self.grace).await;
+        // The grace of the running config: a reload may have changed it.
+        let grace = self.shared.current.load().config.server.shutdown_grace;
+        let clean = server::drain(&self.conns, grace).await;
         self.shared.current.load().state.leave().await;
         if !clean {
-            tracing::warn!(grace = ?self.grace, "shutdown grace expired with requests still in flight");
+            tracing::warn!(
+                ?grace,
+                "shutdown grace expired with requests still in flight"
+            );
         }
         // Once no request can change it any more: the line's last word to its file.
         for room in &self.shared.current.load().waiting_rooms {

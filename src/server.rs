@@ -99,23 +99,18 @@ pub fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
 }
 
 /// Accepts connections on `listener` until `shutdown` turns true; with `tls`, each
-/// connection is a TLS handshake first.
+/// connection is a TLS handshake first. Each new connection gets the server settings
+/// of the config running when it was accepted (timeouts, header limits, HTTP/2
+/// streams): a reload applies them to new connections, open ones keep theirs.
 pub async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<Tls>>,
     shared: Arc<Shared>,
-    cfg: Arc<ServerConfig>,
     limit: Arc<Semaphore>,
     tracker: TaskTracker,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let builder = Arc::new(connection_builder(&cfg));
-    let conn = Accepted {
-        tls,
-        shared,
-        cfg: cfg.clone(),
-        tracker,
-    };
+    let mut conn = Accepted::new(tls, shared, tracker);
     loop {
         // Take a connection slot before accepting: at the limit, new clients wait in
         // the kernel backlog instead of being accepted and starved.
@@ -135,23 +130,24 @@ pub async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
+        conn.follow_config();
         conn.spawn(
             stream,
             peer,
             Some(permit),
-            builder.clone(),
+            conn.builder.clone(),
             shutdown.clone(),
         );
     }
-    drain_backlog(&listener, &conn, &cfg).await;
+    drain_backlog(&listener, &conn).await;
 }
 
 /// At shutdown: serves the connections the kernel already queued on this listener
 /// (one request each), so that closing it resets none. With SO_REUSEPORT another
 /// process may share the port; connections arriving after the last accept go to it
 /// when `net.ipv4.tcp_migrate_req = 1` (else the kernel resets them: docs/operations.md).
-async fn drain_backlog(listener: &TcpListener, conn: &Accepted, cfg: &ServerConfig) {
-    let mut builder = connection_builder(cfg);
+async fn drain_backlog(listener: &TcpListener, conn: &Accepted) {
+    let mut builder = connection_builder(&conn.cfg);
     builder.http1().keep_alive(false);
     let builder = Arc::new(builder);
     // These connections are served as if no shutdown had begun (one request, then
@@ -176,11 +172,38 @@ async fn drain_backlog(listener: &TcpListener, conn: &Accepted, cfg: &ServerConf
 struct Accepted {
     tls: Option<Arc<Tls>>,
     shared: Arc<Shared>,
+    /// The server settings of the config generation below, and hyper's builder of them.
     cfg: Arc<ServerConfig>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    /// The compiled config they were taken from (compared by address).
+    generation: Arc<crate::proxy::Compiled>,
     tracker: TaskTracker,
 }
 
 impl Accepted {
+    fn new(tls: Option<Arc<Tls>>, shared: Arc<Shared>, tracker: TaskTracker) -> Self {
+        let generation = shared.current.load_full();
+        let cfg = Arc::new(generation.config.server.clone());
+        Accepted {
+            tls,
+            builder: Arc::new(connection_builder(&cfg)),
+            cfg,
+            generation,
+            shared,
+            tracker,
+        }
+    }
+
+    /// Takes the server settings of the running config if a reload swapped it (one
+    /// pointer comparison per accepted connection otherwise).
+    fn follow_config(&mut self) {
+        let current = self.shared.current.load();
+        if Arc::ptr_eq(&self.generation, &current) {
+            return;
+        }
+        *self = Accepted::new(self.tls.clone(), self.shared.clone(), self.tracker.clone());
+    }
+
     /// Serves one accepted connection in its own task (holding `permit`, if any).
     fn spawn(
         &self,

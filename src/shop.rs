@@ -76,6 +76,8 @@ pub struct ShopStats {
     pub checkouts: AtomicU64,
     /// Every request received, including the fast and admin paths.
     pub received: AtomicU64,
+    /// Connections accepted (a gateway that keeps its pool opens no new ones).
+    pub connections: AtomicU64,
     /// Body bytes `/__shop/upload` has read so far, updated per frame.
     pub upload_bytes: AtomicU64,
     /// `/__shop/stream` answers whose last chunk has been sent.
@@ -174,6 +176,7 @@ pub fn start_on(listener: TcpListener, profile: ShopProfile) -> ShopHandle {
                 _ = stopped.changed() => return,
             };
             let _ = stream.set_nodelay(true);
+            shop.stats.connections.fetch_add(1, Ordering::Relaxed);
             let shop = shop.clone();
             let builder = builder.clone();
             let mut stopped = stopped.clone();

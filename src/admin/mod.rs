@@ -1,5 +1,7 @@
 //! The admin listener: metrics, health, readiness and the admin API.
 
+mod outcome;
+
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,15 +30,54 @@ pub struct AdminState {
     pub ready: AtomicBool,
     /// The config file, for reloads.
     pub config_path: Option<PathBuf>,
-    /// Bearer token required on every endpoint but health and readiness, when set.
-    pub token: Option<String>,
+    /// Bearer token required on every endpoint but health and readiness, when set;
+    /// re-read on every reload.
+    pub token: arc_swap::ArcSwap<Option<String>>,
     /// The certificates TLS handshakes get; re-read on every reload.
     pub certificates: Arc<crate::tls::Certificates>,
+    /// The client connections allowed at once (`server.max_connections`), resized by
+    /// a reload.
+    pub connections: ConnectionLimit,
+}
+
+/// `server.max_connections` as a semaphore the accept loops take a permit of.
+pub struct ConnectionLimit {
+    /// The permits.
+    pub semaphore: Arc<tokio::sync::Semaphore>,
+    size: std::sync::Mutex<usize>,
+}
+
+impl ConnectionLimit {
+    /// `n` connections at once.
+    pub fn new(n: usize) -> Self {
+        ConnectionLimit {
+            semaphore: Arc::new(tokio::sync::Semaphore::new(n)),
+            size: std::sync::Mutex::new(n),
+        }
+    }
+
+    /// Now `n` at once: more permits at once, or fewer as open connections end (a
+    /// task takes the surplus back; no open connection is cut).
+    fn resize(&self, n: usize) {
+        let mut size = self.size.lock().unwrap_or_else(|e| e.into_inner());
+        if n > *size {
+            self.semaphore.add_permits(n - *size);
+        } else if n < *size {
+            let (sem, fewer) = (self.semaphore.clone(), (*size - n) as u32);
+            tokio::spawn(async move {
+                if let Ok(p) = sem.acquire_many_owned(fewer).await {
+                    p.forget();
+                }
+            });
+        }
+        *size = n;
+    }
 }
 
 /// Whether the request carries the admin token (always true when none is configured).
 fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
-    let Some(token) = &state.token else {
+    let token = state.token.load();
+    let Some(token) = token.as_ref() else {
         return true;
     };
     let given = req
@@ -347,14 +388,23 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
             return Err(e);
         }
     };
+    let token = match crate::gateway::admin_token(&new.server) {
+        Ok(t) => t,
+        Err(e) => {
+            metrics.config_reloads.with_label_values(&["error"]).inc();
+            tracing::error!(error = %e, "config reload refused; the running config stays");
+            return Err(ConfigError::Invalid {
+                file: path.display().to_string(),
+                errors: vec![config::KeyError {
+                    key: "server.admin_token_file".into(),
+                    message: e.to_string(),
+                }],
+                lines: vec![None],
+            });
+        }
+    };
     let old = state.shared.current.load_full();
-    let mut changes = Vec::new();
-    if old.config.server.listen != new.server.listen
-        || old.config.server.tls_listen != new.server.tls_listen
-        || old.config.server.admin_listen != new.server.admin_listen
-    {
-        changes.push("listeners changed: restart to apply".to_string());
-    }
+    let mut changes = outcome::changes(&old.config, &new);
     let old_routes: Vec<&str> = old.config.routes.iter().map(|r| r.name.as_str()).collect();
     let new_routes: Vec<&str> = new.routes.iter().map(|r| r.name.as_str()).collect();
     for r in &new_routes {
@@ -375,13 +425,14 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
     if !certs.is_empty() {
         changes.push(format!("{} certificates re-read", certs.len()));
     }
-    if old.config.state != new.state {
-        changes.push("[state] changed: restart to apply".to_string());
-    }
     old.state
         .track_rooms(new.waiting_rooms.iter().map(|r| r.name.clone()).collect());
     let compiled = Compiled::build(new, metrics, Some(&old));
     state.certificates.install(certs);
+    state.token.store(Arc::new(token));
+    state
+        .connections
+        .resize(compiled.config.server.max_connections);
     state.shared.current.store(Arc::new(compiled));
     metrics.config_reloads.with_label_values(&["ok"]).inc();
     let summary = changes.join("; ");

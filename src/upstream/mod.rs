@@ -53,7 +53,33 @@ pub struct Upstream {
     pub admission: Arc<Admission>,
     /// Which servers take traffic; the circuit breaker.
     pub health: Arc<Health>,
-    retries: Retries,
+    /// Shared with the next generation while the retry settings stay: a reload does
+    /// not refill the budget a retry storm has spent.
+    retries: Arc<Retries>,
+}
+
+/// Whether two configs of an upstream build the same connection pool.
+fn same_pool(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
+    a.connect_timeout == b.connect_timeout
+        && a.pool_idle_timeout == b.pool_idle_timeout
+        && a.pool_max_idle_per_server == b.pool_max_idle_per_server
+}
+
+/// The pooled client of an upstream.
+fn pool(config: &UpstreamConfig) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.connect_timeout));
+    connector.set_nodelay(true);
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(config.pool_idle_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_server)
+        // The original Host header is kept (shops serve by virtual host); the client
+        // must not replace it with the server's address.
+        .set_host(false)
+        .build(connector)
 }
 
 impl Upstream {
@@ -99,20 +125,16 @@ impl Upstream {
                 metrics,
             ),
         };
-        let retries = Retries::new(&config.retries, &config.name, metrics);
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_server)
-            // The original Host header is kept (shops serve by virtual host); the
-            // client must not replace it with the server's address.
-            .set_host(false)
-            .build(connector);
+        let retries = match previous {
+            Some(p) if p.config.retries == config.retries => p.retries.clone(),
+            _ => Arc::new(Retries::new(&config.retries, &config.name, metrics)),
+        };
+        // The pool survives a reload unless its own settings changed: a reload in the
+        // middle of a sale must not be a cold start (new connections) for the origin.
+        let client = match previous {
+            Some(p) if same_pool(&p.config, &config) => p.client.clone(),
+            _ => pool(&config),
+        };
         let servers: Arc<[Server]> = config
             .servers
             .iter()

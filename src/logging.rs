@@ -39,6 +39,33 @@ static REOPEN: AtomicBool = AtomicBool::new(false);
 /// Lines dropped because the channel to the writer thread was full.
 static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
+/// Swaps the level filter of the installed subscriber (a reload's `log.level`).
+type SetLevel = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+static SET_LEVEL: OnceLock<SetLevel> = OnceLock::new();
+
+/// What a reload's new `log.level` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LevelChange {
+    /// In force now.
+    Applied,
+    /// `RUST_LOG` is set and wins over the config; nothing changed.
+    OverriddenByEnv,
+    /// No subscriber of ours is installed (a test, an embedding): nothing to change.
+    NoSubscriber,
+}
+
+/// Applies `level` (an `EnvFilter` directive such as `info` or `floodgate=debug`).
+pub fn set_level(level: &str) -> Result<LevelChange, String> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        return Ok(LevelChange::OverriddenByEnv);
+    }
+    let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+    match SET_LEVEL.get() {
+        Some(set) => set(filter).map(|()| LevelChange::Applied),
+        None => Ok(LevelChange::NoSubscriber),
+    }
+}
+
 /// Keeps the access-log writer thread alive; dropping it flushes what is buffered.
 #[must_use = "dropping it stops the access-log writer"]
 pub struct LogGuard {
@@ -61,14 +88,31 @@ pub fn init_with_access_log(
         .or_else(|_| EnvFilter::try_new(level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = io::IsTerminal::is_terminal(&io::stderr());
+    // The level filter sits behind a reload handle, so `log.level` follows reloads.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let _ = SET_LEVEL.set(Box::new(move |f| {
+        handle.reload(f).map_err(|e| e.to_string())
+    }));
     let Some(path) = access_log_file else {
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(io::stderr)
-            .with_ansi(ansi);
+        let registry = tracing_subscriber::registry();
         let _ = match format {
-            LogFormat::Text => builder.try_init(),
-            LogFormat::Json => builder.json().flatten_event(true).try_init(),
+            LogFormat::Text => registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(io::stderr)
+                        .with_ansi(ansi)
+                        .with_filter(filter),
+                )
+                .try_init(),
+            LogFormat::Json => registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_writer(io::stderr)
+                        .with_filter(filter),
+                )
+                .try_init(),
         };
         return Ok(LogGuard { _worker: None });
     };

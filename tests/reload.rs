@@ -226,3 +226,34 @@ async fn a_reload_rotates_the_admin_token() {
     );
     assert_eq!(reload_with(admin, Some("second-token")).await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_changes_the_log_level() {
+    let shop = fast_shop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("floodgate.toml");
+    let with = |level: &str, max: u32| {
+        config_text(
+            shop.addr,
+            &format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nmax_connections = {max}\n"
+            ),
+        )
+        .replace("[log]\n", &format!("[log]\nlevel = \"{level}\"\n"))
+    };
+    std::fs::write(&file, with("info", 100)).unwrap();
+    let mut gw = common::process::Process::spawn_logging(&file, true, None);
+    let admin = gw.admin.unwrap();
+    // To warn: this reload's own "config reloaded" (info) is no longer printed.
+    std::fs::write(&file, with("warn", 100)).unwrap();
+    let r = reload_with(admin, None).await;
+    assert!(r.text().contains("log.level: applied"), "{}", r.text());
+    // Back to info, with a change that tells the two reloads apart.
+    std::fs::write(&file, with("info", 77)).unwrap();
+    assert_eq!(reload_with(admin, None).await.status, 200);
+    let line = gw.wait_for_line("config reloaded");
+    assert!(
+        line.contains("server.max_connections"),
+        "the first reload's info line was held back at warn; the second's is printed: {line}"
+    );
+}

@@ -1,6 +1,7 @@
 //! What a reload does with each changed key of `[server]`, `[log]` and `[state]`:
 //! applied at once, applied to new connections, or needing a restart. Every change is
-//! named; nothing is silently ignored.
+//! named; nothing is silently ignored. (`log.level` is applied here: it is the one
+//! key whose application is a call rather than the new config being swapped in.)
 
 use crate::config::Config;
 
@@ -110,17 +111,29 @@ pub(crate) fn changes(old: &Config, new: &Config) -> Vec<String> {
             Applied,
         ),
         (
-            "log.level, log.format, log.access_log_file",
+            "log.format, log.access_log_file",
             d(
-                &(&old.log.level, old.log.format, &old.log.access_log_file),
-                &(&new.log.level, new.log.format, &new.log.access_log_file),
+                &(old.log.format, &old.log.access_log_file),
+                &(new.log.format, &new.log.access_log_file),
             ),
             Restart,
         ),
         ("[state]", old.state != new.state, Restart),
     ];
-    keys.iter()
+    let mut said: Vec<String> = keys
+        .iter()
         .filter(|(_, changed, _)| *changed)
         .map(|(k, _, outcome)| format!("{k}: {}", outcome.as_str()))
-        .collect()
+        .collect();
+    if old.log.level != new.log.level {
+        use crate::logging::LevelChange;
+        said.push(match crate::logging::set_level(&new.log.level) {
+            Ok(LevelChange::Applied | LevelChange::NoSubscriber) => "log.level: applied".into(),
+            Ok(LevelChange::OverriddenByEnv) => {
+                "log.level: RUST_LOG is set and overrides it (unset it to follow the config)".into()
+            }
+            Err(e) => format!("log.level: not applied: {e}"),
+        });
+    }
+    said
 }

@@ -44,10 +44,20 @@ impl Process {
     /// Starts `floodgate run --config CONFIG` (log level info) and waits until it
     /// printed its proxy listener (and its admin listener, when `admin`).
     pub fn spawn(config: &std::path::Path, admin: bool) -> Process {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
+        Process::spawn_logging(config, admin, Some("info"))
+    }
+
+    /// As [`Process::spawn`], with `RUST_LOG` set to `rust_log` (`None`: unset, so
+    /// the config's `log.level` decides).
+    pub fn spawn_logging(config: &std::path::Path, admin: bool, rust_log: Option<&str>) -> Process {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env_remove("RUST_LOG");
+        if let Some(l) = rust_log {
+            cmd.env("RUST_LOG", l);
+        }
+        let mut child = cmd
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -20,6 +20,7 @@ use tower::Service;
 use crate::body::{self, Body, BodyGuard, Guarded};
 use crate::cache::HttpCache;
 use crate::config::{Config, ServerConfig};
+use crate::context::RequestContext;
 use crate::edge;
 use crate::error::GatewayError;
 use crate::forwarding;
@@ -29,21 +30,6 @@ use crate::router::{normalize_host, Router};
 use crate::stack::{route_stack, RouteService};
 use crate::upstream::Upstream;
 use crate::waiting_room::Room;
-
-/// Facts about a request that every layer may need, set once by the front handler.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    /// The real client address (see [`forwarding::client_ip`]).
-    pub client_ip: IpAddr,
-    /// The TCP peer.
-    pub peer: SocketAddr,
-    /// The request id sent to the origin and back to the client.
-    pub request_id: HeaderValue,
-    /// When the request head was received.
-    pub started: Instant,
-    /// `http` or `https`.
-    pub scheme: &'static str,
-}
 
 /// One route, compiled: its stack and its metric handles.
 pub struct Route {
@@ -375,6 +361,7 @@ async fn forward(
         request_id: front.request_id.clone(),
         started,
         scheme: front.scheme,
+        route: route.name.clone(),
     });
 
     let body = if incoming_is_empty(&incoming) {
@@ -472,55 +459,10 @@ pub struct ConnActivity {
     /// Requests seen on this connection.
     pub requests: AtomicUsize,
     /// Bumped when a request ends, so the idle timer restarts from there.
-    pub last_end: stamp::Stamp,
+    pub last_end: crate::stamp::Stamp,
     /// When the first byte of a request head arrived while no request was in flight;
     /// cleared when the head is complete. Drives the header timeout.
-    pub head_started: stamp::Stamp,
-}
-
-/// A tiny lock-free timestamp: the connection timers need "when did X last happen",
-/// read rarely and written at most once per request, without a lock.
-pub mod stamp {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    use std::time::{Duration, Instant};
-
-    fn epoch() -> Instant {
-        static EPOCH: OnceLock<Instant> = OnceLock::new();
-        *EPOCH.get_or_init(Instant::now)
-    }
-
-    /// Milliseconds since a process-wide epoch, plus one; 0 means unset.
-    #[derive(Debug, Default)]
-    pub struct Stamp(AtomicU64);
-
-    impl Stamp {
-        /// Records now.
-        pub fn touch(&self) {
-            self.0
-                .store(epoch().elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
-        }
-
-        /// Records now unless a time is already set.
-        pub fn touch_if_unset(&self) {
-            if self.0.load(Ordering::Relaxed) == 0 {
-                self.touch();
-            }
-        }
-
-        /// Forgets the recorded time.
-        pub fn clear(&self) {
-            self.0.store(0, Ordering::Relaxed);
-        }
-
-        /// The recorded time, if set.
-        pub fn get(&self) -> Option<Instant> {
-            match self.0.load(Ordering::Relaxed) {
-                0 => None,
-                ms => Some(epoch() + Duration::from_millis(ms - 1)),
-            }
-        }
-    }
+    pub head_started: crate::stamp::Stamp,
 }
 
 /// Releases a connection's in-flight count when a response body ends.

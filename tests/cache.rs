@@ -1239,8 +1239,9 @@ async fn the_origins_waiting_room_signal_is_never_stored_in_a_cached_copy() {
 
 #[tokio::test]
 async fn http_and_https_copies_of_a_page_never_mix() {
+    use floodgate::context::RequestContext;
     use floodgate::metrics::Metrics;
-    use floodgate::proxy::{Compiled, RequestContext};
+    use floodgate::proxy::Compiled;
     use tower::Service;
 
     let o = Origin::start(|n, _| reply(200, &[("cache-control", "max-age=60")], format!("n={n}")))
@@ -1263,6 +1264,7 @@ async fn http_and_https_copies_of_a_page_never_mix() {
             request_id: http::HeaderValue::from_static("t"),
             started: Instant::now(),
             scheme,
+            route: "shop".into(),
         });
         async move {
             let r = svc.call(req).await.unwrap();

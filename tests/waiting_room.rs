@@ -1149,12 +1149,13 @@ fn https_request(path: &str, cookie: Option<&str>) -> Request<floodgate::body::B
     }
     let mut req = b.body(floodgate::body::empty()).unwrap();
     req.extensions_mut()
-        .insert(floodgate::proxy::RequestContext {
+        .insert(floodgate::context::RequestContext {
             client_ip: "127.0.0.1".parse().unwrap(),
             peer: "127.0.0.1:1".parse().unwrap(),
             request_id: http::HeaderValue::from_static("t"),
             started: Instant::now(),
             scheme: "https",
+            route: "shop".into(),
         });
     req
 }
@@ -1219,7 +1220,7 @@ async fn cookies_are_secure_when_the_request_came_over_https() {
     let mut plain = https_request("/", None);
     plain
         .extensions_mut()
-        .get_mut::<floodgate::proxy::RequestContext>()
+        .get_mut::<floodgate::context::RequestContext>()
         .unwrap()
         .scheme = "http";
     let third = svc.ready().await.unwrap().call(plain).await.unwrap();

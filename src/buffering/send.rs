@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use crate::proxy::stamp::Stamp;
+use crate::stamp::Stamp;
 
 /// What one client connection is waiting on its client for.
 #[derive(Debug, Default)]

@@ -24,10 +24,10 @@ use super::policy::Personal;
 use super::store::{Entry, Freshness};
 use super::{key, policy, CacheRule, HttpCache};
 use crate::body::{self, Body};
+use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::forwarding;
 use crate::metrics::Metrics;
-use crate::proxy::RequestContext;
 use crate::waiting_room::service::SESSION_HEADER;
 
 /// `Cache-Status` (RFC 9211).

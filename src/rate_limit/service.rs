@@ -13,8 +13,8 @@ use tower::Service;
 
 use super::route::RouteLimits;
 use crate::body::Body;
+use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::proxy::RequestContext;
 
 /// The future of [`RateLimitService`].
 pub type ResponseFuture =

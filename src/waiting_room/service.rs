@@ -21,8 +21,8 @@ use super::state::{ClaimRefused, Issued, Line, Now, PassCheck, Standing};
 use super::token::{self, Kind, Token};
 use super::{Admitted, Room};
 use crate::body::{self, Body};
+use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::proxy::RequestContext;
 
 /// Response header by which the origin ends or extends a shopper's session.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("x-floodgate-session");
@@ -152,7 +152,7 @@ where
 fn is_secure<B>(req: &Request<B>) -> bool {
     req.extensions()
         .get::<RequestContext>()
-        .is_some_and(|c| c.scheme == "https")
+        .is_some_and(|c| c.is_https())
 }
 
 /// An unguarded path's response: the session header is obeyed (for a valid pass) and
@@ -284,7 +284,7 @@ pub(super) fn visit<'a>(
         lang: page::language(headers),
         poll,
         json: poll || crate::respond::wants_json(headers),
-        secure: ctx.is_some_and(|c| c.scheme == "https"),
+        secure: ctx.is_some_and(|c| c.is_https()),
         prefix,
         clear: Vec::new(),
     })

@@ -15,8 +15,8 @@ use super::service::{self, visit, Decision, Visit};
 use super::state::{Issued, Now, Standing};
 use super::token::Token;
 use super::Room;
+use crate::context::RequestContext;
 use crate::error::GatewayError;
-use crate::proxy::RequestContext;
 use crate::state::line::{Exchange, Issue, SharedLine};
 
 /// One tick of a shared room; returns whether the state file is due.

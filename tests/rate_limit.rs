@@ -5,43 +5,13 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpSocket;
+use http::StatusCode;
 
-use common::{config_text, fast_shop, gateway, metric, metrics_text, Answer};
-
-/// `GET path` from the client address `from`, with extra header fields.
-async fn get_from(from: &str, gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let from: IpAddr = from.parse().unwrap();
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    let stream = socket.connect(gw).await.expect("connect to the gateway");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::get(path).header("host", "shop.test");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = sender
-        .send_request(req.body(Full::<Bytes>::default()).unwrap())
-        .await
-        .expect("answer");
-    let (parts, body) = resp.into_parts();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
+use common::{config_text, fast_shop, gateway, get_from, metric, metrics_text};
 
 /// Statuses of `n` sequential requests.
 async fn statuses(n: usize, from: &str, gw: SocketAddr, headers: &[(&str, &str)]) -> Vec<u16> {

@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 
 use common::redis::{
-    admin_get, admin_post, get_from, passed_round_robin, spawn_gateway, state_toml, three_gateways,
-    wait_backend, Process, RedisServer,
+    admin_get, admin_post, passed_round_robin, state_toml, three_gateways, three_processes,
+    wait_backend, RedisServer,
 };
-use common::{config_text, eventually, fast_shop, gateway, metric, metrics_text, Answer};
+use common::{config_text, eventually, fast_shop, gateway, get_from, metric, metrics_text, Answer};
 
 // === the scenarios ===
 
@@ -331,13 +331,7 @@ async fn three_floodgate_processes_share_one_per_client_limit() {
             state_toml(&redis)
         ),
     );
-    let path = dir.path().join("floodgate.toml");
-    std::fs::write(&path, text).unwrap();
-    let procs: Vec<Process> = (0..3).map(|_| spawn_gateway(&path)).collect();
-    eventually("three live instances", Duration::from_secs(5), || async {
-        redis.live_members().await == 3
-    })
-    .await;
+    let procs = three_processes(dir.path(), &text, &redis).await;
     let before = shop.stats.received.load(Ordering::Relaxed);
     let mut ok = 0;
     for i in 0..24 {

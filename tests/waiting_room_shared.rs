@@ -15,10 +15,9 @@ use std::time::Duration;
 use http::StatusCode;
 
 use common::redis::{
-    admin_get, get_from, spawn_gateway, state_toml, three_gateways, wait_backend, Process,
-    RedisServer,
+    admin_get, state_toml, three_gateways, three_processes, wait_backend, RedisServer,
 };
-use common::{config_text, eventually, fast_shop, gateway, Answer};
+use common::{config_text, eventually, fast_shop, gateway, get_from, Answer};
 use floodgate::Gateway;
 
 /// A room `sale` guarding the whole shop, signed with a key every instance shares.
@@ -389,13 +388,7 @@ async fn three_floodgate_processes_run_one_line() {
             state_toml(&redis)
         ),
     );
-    let path = dir.path().join("floodgate.toml");
-    std::fs::write(&path, text).unwrap();
-    let procs: Vec<Process> = (0..3).map(|_| spawn_gateway(&path)).collect();
-    eventually("three live instances", Duration::from_secs(5), || async {
-        redis.live_members().await == 3
-    })
-    .await;
+    let procs = three_processes(dir.path(), &text, &redis).await;
     let mut crowd: Vec<Visitor> = (0..12).map(Visitor::new).collect();
     for round in 0..20 {
         for (i, v) in crowd.iter_mut().enumerate() {

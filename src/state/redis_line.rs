@@ -90,6 +90,17 @@ impl RedisLine {
     }
 }
 
+/// An invocation of the pass script (`lua/line_pass.lua`) for operation `op`.
+fn pass_op<'a>(s: &'a RedisState, k: &'a Keys, op: &str) -> ScriptInvocation<'a> {
+    let mut i = s.scripts.line_pass.key(&k.line);
+    i.key(&k.passes)
+        .key(&k.resv)
+        .key(&k.revoked)
+        .key(&k.revlog)
+        .arg(op);
+    i
+}
+
 /// How long a merged line admits nobody: two heartbeats (every instance notices
 /// Redis is back within one and merges at its next tick) and a little more.
 fn hold_ms(s: &RedisState) -> u64 {
@@ -251,13 +262,8 @@ impl SharedLine for RedisLine {
         empty_line: bool,
     ) -> Call<bool> {
         self.run(move |s, k| {
-            let mut i = s.scripts.line_pass.key(&k.line);
-            i.key(&k.passes)
-                .key(&k.resv)
-                .key(&k.revoked)
-                .key(&k.revlog)
-                .arg("enter")
-                .arg(pass_id.to_string())
+            let mut i = pass_op(s, k, "enter");
+            i.arg(pass_id.to_string())
                 .arg(session_ms)
                 .arg(active_users)
                 .arg(if empty_line { "1" } else { "0" })
@@ -268,29 +274,16 @@ impl SharedLine for RedisLine {
 
     fn keep(&self, id: u64, ms: u64) -> Call<bool> {
         self.run(move |s, k| {
-            let mut i = s.scripts.line_pass.key(&k.line);
-            i.key(&k.passes)
-                .key(&k.resv)
-                .key(&k.revoked)
-                .key(&k.revlog)
-                .arg("keep")
-                .arg(id.to_string())
-                .arg(ms)
-                .arg(MAX_TRACKED_PASSES);
+            let mut i = pass_op(s, k, "keep");
+            i.arg(id.to_string()).arg(ms).arg(MAX_TRACKED_PASSES);
             i
         })
     }
 
     fn revoke(&self, id: u64, ms: u64) -> Call<u64> {
         self.run(move |s, k| {
-            let mut i = s.scripts.line_pass.key(&k.line);
-            i.key(&k.passes)
-                .key(&k.resv)
-                .key(&k.revoked)
-                .key(&k.revlog)
-                .arg("revoke")
-                .arg(id.to_string())
-                .arg(ms);
+            let mut i = pass_op(s, k, "revoke");
+            i.arg(id.to_string()).arg(ms);
             i
         })
     }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,7 +11,8 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpSocket;
 
 use floodgate::shop::{self, ShopHandle, ShopProfile};
 use floodgate::Gateway;
@@ -144,5 +145,31 @@ pub async fn metrics_text(gw: &Gateway) -> String {
         .await
         .text()
 }
+/// `GET path` from client address `from` with extra header fields.
+pub async fn get_from(from: &str, gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let from: IpAddr = from.parse().unwrap();
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let stream = socket.connect(gw).await.expect("connect to the gateway");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = Request::get(path).header("host", "shop.test");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(req.body(Full::<Bytes>::default()).unwrap())
+        .await
+        .expect("answer");
+    let (parts, body) = resp.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
 pub mod process;
 pub mod redis;

@@ -1,18 +1,15 @@
 //! A real `redis-server` for the shared-state tests, and the clients and gateway
 //! processes they talk through.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpSocket;
+use http_body_util::Full;
 
 pub use super::process::Process;
-use super::{config_text, eventually, gateway, metric, metrics_text, Answer};
+use super::{config_text, eventually, gateway, get_from, metric, metrics_text, Answer};
 use floodgate::Gateway;
 
 // === a real Redis ===
@@ -151,32 +148,6 @@ pub async fn wait_backend(gw: &Gateway, want: f64) {
 
 // === a client ===
 
-/// `GET path` from client address `from` with extra header fields.
-pub async fn get_from(from: &str, gw: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
-    let from: IpAddr = from.parse().unwrap();
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(from, 0)).unwrap();
-    let stream = socket.connect(gw).await.expect("connect to the gateway");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = Request::get(path).header("host", "shop.test");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = sender
-        .send_request(req.body(Full::<Bytes>::default()).unwrap())
-        .await
-        .expect("answer");
-    let (parts, body) = resp.into_parts();
-    Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
-
 /// `n` requests from `from`, spread round-robin over `gws`: how many were let through.
 pub async fn passed_round_robin(
     n: usize,
@@ -217,4 +188,21 @@ pub fn spawn_gateway(config: &std::path::Path) -> Process {
     let mut p = Process::spawn(config, false);
     p.wait_for_line("state backend redis is up");
     p
+}
+
+/// Three `floodgate run` processes of one config file (written into `dir`), once
+/// Redis counts all three.
+pub async fn three_processes(
+    dir: &std::path::Path,
+    text: &str,
+    redis: &RedisServer,
+) -> Vec<Process> {
+    let path = dir.join("floodgate.toml");
+    std::fs::write(&path, text).unwrap();
+    let procs: Vec<Process> = (0..3).map(|_| spawn_gateway(&path)).collect();
+    eventually("three live instances", Duration::from_secs(5), || async {
+        redis.live_members().await == 3
+    })
+    .await;
+    procs
 }

@@ -377,4 +377,96 @@ fn the_state_section_is_checked_key_by_key() {
         errs[0].key, "state.url",
         "redis keys without the redis backend"
     );
+    // Sentinel: both keys or neither, and not beside a url.
+    let errs = with("[state]\nbackend = \"redis\"\nsentinels = [\"redis://127.0.0.1:26379\"]\n")
+        .unwrap_err();
+    assert_eq!(errs[0].key, "state.sentinel_master");
+    let errs = with(
+        "[state]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1/0\"\n\
+         sentinels = [\"redis://127.0.0.1:26379\"]\nsentinel_master = \"m\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(errs[0].key, "state.url");
+    let errs =
+        with("[state]\nbackend = \"redis\"\nsentinels = [\"http://x\"]\nsentinel_master = \"m\"\n")
+            .unwrap_err();
+    assert_eq!(errs[0].key, "state.sentinels[0]");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sentinel_the_instances_follow_a_failover_to_the_new_primary() {
+    let shop = fast_shop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut primary = RedisServer::start().await;
+    let replica = RedisServer::replica_of(&primary).await;
+    let sentinel = RedisServer::sentinel_of(&primary, "shop", dir.path()).await;
+    let primary_is = |port: u16| {
+        let sentinel = &sentinel;
+        async move {
+            let addr = sentinel
+                .cmd(&["SENTINEL", "get-master-addr-by-name", "shop"])
+                .await;
+            matches!(addr, Ok(redis::Value::Array(ref a)) if a.get(1) == Some(&redis::Value::BulkString(port.to_string().into_bytes())))
+        }
+    };
+    assert!(
+        primary_is(primary.port).await,
+        "the sentinel watches the primary"
+    );
+    // The sentinel learns of the replica from the primary's INFO.
+    eventually(
+        "the sentinel knows the replica",
+        Duration::from_secs(15),
+        || async {
+            matches!(
+                sentinel.cmd(&["SENTINEL", "replicas", "shop"]).await,
+                Ok(redis::Value::Array(ref r)) if !r.is_empty()
+            )
+        },
+    )
+    .await;
+    let state = format!(
+        "[state]\nbackend = \"redis\"\nsentinels = [\"redis://127.0.0.1:{}\"]\n\
+         sentinel_master = \"shop\"\nprefix = \"test:\"\nheartbeat_interval = \"100ms\"\n\
+         member_ttl = \"1s\"\nsync_interval = \"100ms\"\n",
+        sentinel.port
+    );
+    let text = config_text(
+        shop.addr,
+        &format!(
+            "[[route]]\nname = \"shop\"\nupstream = \"shop\"\n\
+             rate_limits = [{{ name = \"per-ip\", key = \"client_ip\", rate = \"1/m\", burst = 4 }}]\n\n{state}"
+        ),
+    );
+    let gws = vec![gateway(&text).await, gateway(&text).await];
+    for gw in &gws {
+        wait_backend(gw, 1.0).await;
+    }
+    assert_eq!(
+        passed_round_robin(12, "127.0.0.2", &gws, &[]).await,
+        4,
+        "one bucket on the primary the sentinel named"
+    );
+
+    primary.kill();
+    eventually(
+        "the sentinel promotes the replica",
+        Duration::from_secs(20),
+        || primary_is(replica.port),
+    )
+    .await;
+    for gw in &gws {
+        wait_backend(gw, 1.0).await;
+    }
+    // A new client after the failover: one shared bucket again, on the new primary.
+    assert_eq!(
+        passed_round_robin(12, "127.0.0.3", &gws, &[]).await,
+        4,
+        "the instances share one bucket on the new primary"
+    );
+    let keys = replica.cmd(&["KEYS", "test:{rl:*"]).await.unwrap();
+    assert!(
+        matches!(keys, redis::Value::Array(ref k) if !k.is_empty()),
+        "the buckets now live on the promoted replica: {keys:?}"
+    );
 }

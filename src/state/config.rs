@@ -33,6 +33,8 @@ pub struct RawState {
     heartbeat_interval: Option<String>,
     member_ttl: Option<String>,
     sync_interval: Option<String>,
+    sentinels: Option<Vec<String>>,
+    sentinel_master: Option<String>,
 }
 
 /// `[state]`, compiled.
@@ -60,6 +62,17 @@ pub struct RedisSettings {
     pub member_ttl: Duration,
     /// How often stored purges and room settings are compared with this instance's.
     pub sync_interval: Duration,
+    /// Redis Sentinel: where to ask for the current primary (instead of `url`).
+    pub sentinel: Option<SentinelSettings>,
+}
+
+/// `[state] sentinels` and `sentinel_master`, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSettings {
+    /// `redis://` or `rediss://` URLs of the sentinels.
+    pub nodes: Vec<String>,
+    /// The monitored primary's name (`sentinel monitor NAME …`).
+    pub master: String,
 }
 
 fn add(errors: &mut Vec<KeyError>, key: &str, message: impl Into<String>) {
@@ -101,6 +114,8 @@ pub fn compile(raw: Option<&RawState>, errors: &mut Vec<KeyError>) -> StateConfi
         ("state.heartbeat_interval", raw.heartbeat_interval.is_some()),
         ("state.member_ttl", raw.member_ttl.is_some()),
         ("state.sync_interval", raw.sync_interval.is_some()),
+        ("state.sentinels", raw.sentinels.is_some()),
+        ("state.sentinel_master", raw.sentinel_master.is_some()),
     ];
     match raw.backend.as_deref().unwrap_or("local") {
         "local" => {
@@ -123,25 +138,77 @@ pub fn compile(raw: Option<&RawState>, errors: &mut Vec<KeyError>) -> StateConfi
     }
 }
 
-fn compile_redis(raw: &RawState, errors: &mut Vec<KeyError>) -> RedisSettings {
-    let url = raw.url.clone().unwrap_or_else(|| DEFAULT_REDIS_URL.into());
+/// Checks one `redis://` or `rediss://` URL of `key`: parseable, no credentials.
+fn check_url(url: &str, key: &str, errors: &mut Vec<KeyError>) {
     match url.split_once("://") {
         Some(("redis" | "rediss", rest)) if rest.contains('@') => add(
             errors,
-            "state.url",
+            key,
             "must not hold credentials: set FLOODGATE_REDIS_PASSWORD instead",
         ),
         Some(("redis" | "rediss", _)) => {
-            if let Err(e) = redis::parse_redis_url(&url).ok_or("not a valid URL") {
-                add(errors, "state.url", e);
+            if let Err(e) = redis::parse_redis_url(url).ok_or("not a valid URL") {
+                add(errors, key, e);
             }
         }
         _ => add(
             errors,
-            "state.url",
+            key,
             format!("{url:?} is not a redis:// or rediss:// URL"),
         ),
     }
+}
+
+/// `sentinels` and `sentinel_master`: both or neither, and then no `url`.
+fn compile_sentinel(raw: &RawState, errors: &mut Vec<KeyError>) -> Option<SentinelSettings> {
+    match (&raw.sentinels, &raw.sentinel_master) {
+        (None, None) => None,
+        (Some(nodes), Some(master)) => {
+            if nodes.is_empty() {
+                add(
+                    errors,
+                    "state.sentinels",
+                    "needs at least one sentinel address",
+                );
+            }
+            for (i, n) in nodes.iter().enumerate() {
+                check_url(n, &format!("state.sentinels[{i}]"), errors);
+            }
+            if raw.url.is_some() {
+                add(
+                    errors,
+                    "state.url",
+                    "set either url or sentinels (the sentinels say where the primary is)",
+                );
+            }
+            Some(SentinelSettings {
+                nodes: nodes.clone(),
+                master: master.clone(),
+            })
+        }
+        (Some(_), None) => {
+            add(
+                errors,
+                "state.sentinel_master",
+                "is needed with state.sentinels",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            add(
+                errors,
+                "state.sentinels",
+                "is needed with state.sentinel_master",
+            );
+            None
+        }
+    }
+}
+
+fn compile_redis(raw: &RawState, errors: &mut Vec<KeyError>) -> RedisSettings {
+    let url = raw.url.clone().unwrap_or_else(|| DEFAULT_REDIS_URL.into());
+    check_url(&url, "state.url", errors);
+    let sentinel = compile_sentinel(raw, errors);
     let prefix = raw.prefix.clone().unwrap_or_else(|| DEFAULT_PREFIX.into());
     if prefix.contains(['{', '}']) || prefix.chars().any(|c| c.is_whitespace()) {
         add(
@@ -181,5 +248,6 @@ fn compile_redis(raw: &RawState, errors: &mut Vec<KeyError>) -> RedisSettings {
             DEFAULT_SYNC_INTERVAL,
             errors,
         ),
+        sentinel,
     }
 }

@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -26,6 +26,7 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use prometheus::{IntCounter, IntGauge};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{Client, Script};
 use tokio::sync::broadcast;
 
@@ -101,14 +102,19 @@ struct Envelope {
 /// Shared state in Redis. Started with [`RedisState::start`].
 pub struct RedisState {
     pub(super) settings: RedisSettings,
-    client: Client,
+    /// The client of the primary: the URL's, or the one the sentinels named last.
+    client: ArcSwap<Client>,
+    /// With Sentinel: where to ask for the primary again after a failover.
+    sentinel: Option<tokio::sync::Mutex<SentinelClient>>,
     /// This process's membership name.
     id: String,
     pub(super) scripts: Arc<Scripts>,
     /// Itself, for the tasks an admin call spawns.
     me: std::sync::Weak<RedisState>,
-    /// Set once the first connection succeeds; it reconnects by itself after that.
-    conn: OnceLock<ConnectionManager>,
+    /// Set once the first connection succeeds; it reconnects by itself after that (to
+    /// the same address: with Sentinel it is dropped on failure, and the next
+    /// heartbeat asks the sentinels for the primary).
+    conn: arc_swap::ArcSwapOption<ConnectionManager>,
     up: AtomicBool,
     /// Whether up or down was ever decided (the first heartbeat's answer).
     decided: AtomicBool,
@@ -136,15 +142,42 @@ pub struct RedisState {
     left: AtomicBool,
 }
 
+/// The password from `FLOODGATE_REDIS_PASSWORD`, if set.
+fn password() -> Option<String> {
+    std::env::var("FLOODGATE_REDIS_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty())
+}
+
 /// The client for `settings`, with the password from `FLOODGATE_REDIS_PASSWORD`.
 fn client_for(settings: &RedisSettings) -> redis::RedisResult<Client> {
     let mut info: redis::ConnectionInfo = settings.url.as_str().parse()?;
-    if let Ok(pw) = std::env::var("FLOODGATE_REDIS_PASSWORD") {
-        if !pw.is_empty() {
-            info.redis.password = Some(pw);
-        }
+    if let Some(pw) = password() {
+        info.redis.password = Some(pw);
     }
     Client::open(info)
+}
+
+/// The sentinels' client of `settings`, if it names sentinels: it asks them for the
+/// current primary (the password, if any, is the primary's).
+fn sentinel_for(settings: &RedisSettings) -> redis::RedisResult<Option<SentinelClient>> {
+    let Some(s) = &settings.sentinel else {
+        return Ok(None);
+    };
+    let node = password().map(|pw| SentinelNodeConnectionInfo {
+        tls_mode: None,
+        redis_connection_info: Some(redis::RedisConnectionInfo {
+            password: Some(pw),
+            ..Default::default()
+        }),
+    });
+    SentinelClient::build(
+        s.nodes.clone(),
+        s.master.clone(),
+        node,
+        SentinelServerType::Master,
+    )
+    .map(Some)
 }
 
 fn instance_id() -> String {
@@ -161,6 +194,9 @@ impl RedisState {
     pub fn start(settings: RedisSettings, metrics: &Metrics) -> Arc<dyn SharedState> {
         // The URL was validated when the config was compiled.
         let client = client_for(&settings).expect("state.url validated at compile time");
+        let sentinel = sentinel_for(&settings)
+            .expect("state.sentinels validated at compile time")
+            .map(tokio::sync::Mutex::new);
         let gauge = metrics.state_backend_up.with_label_values(&["redis"]);
         gauge.set(0);
         let (events, first) = broadcast::channel(EVENT_CHANNEL);
@@ -185,11 +221,12 @@ impl RedisState {
         live_gauge.set(1);
         let state = Arc::new_cyclic(|me| RedisState {
             settings,
-            client,
+            client: ArcSwap::from_pointee(client),
+            sentinel,
             id: instance_id(),
             scripts: Arc::new(Scripts::new()),
             me: me.clone(),
-            conn: OnceLock::new(),
+            conn: arc_swap::ArcSwapOption::empty(),
             up: AtomicBool::new(false),
             decided: AtomicBool::new(false),
             live: AtomicU32::new(1),
@@ -255,22 +292,39 @@ impl RedisState {
     }
 
     /// A failed call: the hot path stops calling until the next heartbeat succeeds.
+    /// With Sentinel the connection is dropped too: the primary may have moved.
     pub(super) fn failed(&self, e: &StateError) {
+        if self.sentinel.is_some() {
+            self.conn.store(None);
+        }
         self.set_up(false, &e.to_string());
     }
 
     /// Connects if not connected yet, then renews membership and counts the live
     /// (and finds this instance's rank among them).
     async fn heartbeat(&self) -> Result<u32, StateError> {
-        let mut conn = match self.conn.get() {
-            Some(c) => c.clone(),
+        let mut conn = match self.conn.load_full() {
+            Some(c) => ConnectionManager::clone(&c),
             None => {
+                if let Some(sentinel) = &self.sentinel {
+                    // Ask the sentinels where the primary is now.
+                    let ask = async { sentinel.lock().await.async_get_client().await };
+                    match tokio::time::timeout(CONNECT_TIMEOUT, ask).await {
+                        Ok(Ok(c)) => self.client.store(Arc::new(c)),
+                        Ok(Err(e)) => return Err(StateError::Backend(e.to_string())),
+                        Err(_) => return Err(StateError::Timeout),
+                    }
+                }
                 let cfg = ConnectionManagerConfig::new()
                     .set_connection_timeout(CONNECT_TIMEOUT)
                     .set_response_timeout(self.settings.timeout)
                     .set_number_of_retries(1);
                 let connect = async {
-                    let mut c = self.client.get_connection_manager_with_config(cfg).await?;
+                    let mut c = self
+                        .client
+                        .load()
+                        .get_connection_manager_with_config(cfg)
+                        .await?;
                     self.scripts.load(&mut c).await?;
                     Ok::<_, redis::RedisError>(c)
                 };
@@ -279,7 +333,7 @@ impl RedisState {
                     Ok(Err(e)) => return Err(StateError::Backend(e.to_string())),
                     Err(_) => return Err(StateError::Timeout),
                 };
-                let _ = self.conn.set(c.clone());
+                self.conn.store(Some(Arc::new(c.clone())));
                 c
             }
         };
@@ -304,7 +358,7 @@ impl RedisState {
         if !self.up.load(Ordering::Acquire) {
             return Err(StateError::Down);
         }
-        self.conn.get().cloned().ok_or(StateError::Down)
+        self.conn.load().as_deref().cloned().ok_or(StateError::Down)
     }
 
     fn envelope(&self, event: &Event) -> String {
@@ -579,7 +633,7 @@ async fn listen(state: std::sync::Weak<RedisState>) {
         if s.left.load(Ordering::Acquire) {
             return;
         }
-        let client = s.client.clone();
+        let client = Client::clone(&s.client.load());
         let channel = s.channel();
         let connect = async {
             let mut ps = client.get_async_pubsub().await?;

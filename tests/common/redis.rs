@@ -18,6 +18,8 @@ use floodgate::Gateway;
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// More arguments (a replica's `--replicaof`, a sentinel's config file first).
+    args: Vec<String>,
 }
 
 pub fn free_port() -> u16 {
@@ -30,12 +32,44 @@ pub fn free_port() -> u16 {
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new()).await
+    }
+
+    /// A server started with more arguments (the first may be a config file).
+    pub async fn start_with(args: Vec<String>) -> RedisServer {
         let mut r = RedisServer {
             port: free_port(),
             child: None,
+            args,
         };
         r.restart().await;
         r
+    }
+
+    /// A replica of `primary`.
+    pub async fn replica_of(primary: &RedisServer) -> RedisServer {
+        let of = format!("127.0.0.1 {}", primary.port);
+        RedisServer::start_with(vec!["--replicaof".into(), of]).await
+    }
+
+    /// A sentinel watching `primary` as `name`, deciding fast (half a second down).
+    pub async fn sentinel_of(
+        primary: &RedisServer,
+        name: &str,
+        dir: &std::path::Path,
+    ) -> RedisServer {
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "sentinel monitor {name} 127.0.0.1 {} 1\n\
+                 sentinel down-after-milliseconds {name} 500\n\
+                 sentinel failover-timeout {name} 5000\n",
+                primary.port
+            ),
+        )
+        .unwrap();
+        RedisServer::start_with(vec![conf.display().to_string(), "--sentinel".into()]).await
     }
 
     pub fn url(&self) -> String {
@@ -44,9 +78,17 @@ impl RedisServer {
 
     /// Starts (again) on the same port, empty, and waits until it answers PING.
     pub async fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+        // A config file goes first; a sentinel takes no persistence options.
+        let (file, rest): (Vec<&String>, Vec<&String>) =
+            self.args.iter().partition(|a| a.ends_with(".conf"));
+        let mut cmd = Command::new("redis-server");
+        cmd.args(file)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"]);
+        if !rest.iter().any(|a| *a == "--sentinel") {
+            cmd.args(["--save", "", "--appendonly", "no"]);
+        }
+        let child = cmd
+            .args(rest)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

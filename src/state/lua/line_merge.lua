@@ -6,7 +6,8 @@
 -- ARGV: next, next2, front, pn (-1: not open), sn, perm, atotal, stotal, itotal,
 -- granted_from (seeding: places after it up to front may still claim), WINDOW,
 -- hold (ms: no admissions until then, so that every instance coming back merges its
--- passes before the front moves on their places), number of claimed positions C,
+-- passes before the front moves on their places; only when seeding or when this
+-- merge brings exchanges), number of claimed positions C,
 -- then C positions, then (pass id, ms left) pairs.
 -- Returns 1 when it seeded, 0 when it merged. A seed starts a new epoch: the other
 -- instances see it in their next view and merge their passes and numbers too.
@@ -33,12 +34,14 @@ else
     if tonumber(ARGV[i]) > cur then redis.call('HSET', L, f, ARGV[i]) end
   end
 end
+local c = tonumber(ARGV[13])
+-- A merge that brings no exchanges (a brief flap: this instance let nobody in alone)
+-- holds nothing; a seed, or exchanges made alone, hold admissions for the others'.
 local hold = now + tonumber(ARGV[12])
-if hold > tonumber(redis.call('HGET', L, 'hold') or 0) then
+if (seeded == 1 or c > 0) and hold > tonumber(redis.call('HGET', L, 'hold') or 0) then
   redis.call('HSET', L, 'hold', hold)
 end
 local front = tonumber(redis.call('HGET', L, 'front') or 0)
-local c = tonumber(ARGV[13])
 for i = 14, 13 + c do
   local p = tonumber(ARGV[i])
   if p <= front then

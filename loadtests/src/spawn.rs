@@ -36,12 +36,23 @@ pub struct Proc {
 
 impl Proc {
     fn spawn(bin: &Path, args: &[String], name: &str, dir: &Path) -> anyhow::Result<Proc> {
+        Proc::spawn_with(bin, args, name, dir, &[])
+    }
+
+    fn spawn_with(
+        bin: &Path,
+        args: &[String],
+        name: &str,
+        dir: &Path,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
         let log = dir.join(format!("{name}.log"));
         let out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let child = Command::new(bin)
             .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -185,6 +196,19 @@ pub async fn start_gateway(
     shop: SocketAddr,
     dir: &Path,
 ) -> anyhow::Result<Gateway> {
+    start_gateway_as(bin, template, shop, dir, "gateway", &[]).await
+}
+
+/// [`start_gateway`] for one of several instances: its config and log are
+/// `NAME.toml` and `NAME.log` in `dir`, and it gets `envs` (a shared signing key).
+pub async fn start_gateway_as(
+    bin: &Path,
+    template: &Path,
+    shop: SocketAddr,
+    dir: &Path,
+    name: &str,
+    envs: &[(&str, &str)],
+) -> anyhow::Result<Gateway> {
     let text = std::fs::read_to_string(template)
         .with_context(|| format!("reading gateway config template {}", template.display()))?;
     let listen = free_loopback_addr()?;
@@ -192,14 +216,14 @@ pub async fn start_gateway(
     while admin == listen {
         admin = free_loopback_addr()?;
     }
-    let config = dir.join("gateway.toml");
+    let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, render_template(&text, shop, listen, admin))?;
     let args = vec![
         "run".to_string(),
         "--config".into(),
         config.display().to_string(),
     ];
-    let mut proc = Proc::spawn(bin, &args, "gateway", dir)?;
+    let mut proc = Proc::spawn_with(bin, &args, name, dir, envs)?;
     let deadline = Instant::now() + START_TIMEOUT;
     wait_listening(&mut proc, listen, deadline).await?;
     // Ready means /readyz says 200; an admin API without /readyz (404) is taken
@@ -245,6 +269,60 @@ pub async fn start_gateway(
         listen,
         admin,
     })
+}
+
+/// The `redis-server` binary: `$REDIS_SERVER`, else `redis-server` on the `PATH`.
+pub fn redis_server_bin() -> PathBuf {
+    std::env::var_os("REDIS_SERVER").map_or_else(|| PathBuf::from("redis-server"), PathBuf::from)
+}
+
+/// Starts a `redis-server` of our own on a free loopback port, without persistence
+/// (`--save "" --appendonly no`, its folder `dir`), and waits until it answers PING.
+pub async fn start_redis(dir: &Path) -> anyhow::Result<(Proc, SocketAddr)> {
+    let addr = free_loopback_addr()?;
+    let args = vec![
+        "--port".to_string(),
+        addr.port().to_string(),
+        "--bind".into(),
+        addr.ip().to_string(),
+        "--save".into(),
+        String::new(),
+        "--appendonly".into(),
+        "no".into(),
+        "--dir".into(),
+        dir.display().to_string(),
+    ];
+    let mut p = Proc::spawn(&redis_server_bin(), &args, "redis", dir)
+        .context("redis-server must be installed (or named by $REDIS_SERVER)")?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Some(why) = p.exited() {
+            bail!(why);
+        }
+        if redis_ping(addr).await {
+            return Ok((p, addr));
+        }
+        if Instant::now() >= deadline {
+            bail!("redis-server did not answer PING on {addr} within {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a Redis at `addr` answers `PING` with `+PONG` within a second.
+async fn redis_ping(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let once = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).await.ok()?;
+        Some(buf[..n].starts_with(b"+PONG"))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), once).await,
+        Ok(Some(true))
+    )
 }
 
 #[cfg(test)]

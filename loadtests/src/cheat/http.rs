@@ -43,6 +43,12 @@ impl Reply {
         v["state"].as_str().map(String::from)
     }
 
+    /// The JSON body's `people_ahead`, if JSON.
+    pub fn people_ahead(&self) -> Option<u64> {
+        let v: serde_json::Value = serde_json::from_str(&self.body).ok()?;
+        v["people_ahead"].as_u64()
+    }
+
     /// Whether this is the shop's own page (not a waiting answer).
     pub fn is_shop(&self) -> bool {
         self.status == 200 && self.body.contains("Now 50% off")

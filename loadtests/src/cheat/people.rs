@@ -2,7 +2,10 @@
 //! each a bounded loop of real requests from its own loopback address.
 
 use super::http::{get, Ask, Jar, Reply};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -49,11 +52,26 @@ impl Group {
     }
 }
 
+/// How each request picks one of several gateway instances (a load balancer
+/// without affinity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Any instance, at random, for every request.
+    Random,
+    /// The next instance, for every request of a person (each starts elsewhere).
+    RoundRobin,
+}
+
 /// What is common to every person of a run.
 #[derive(Debug, Clone)]
 pub struct World {
-    /// The gateway's proxy listener.
-    pub gateway: SocketAddr,
+    /// The gateway instances' proxy listeners (one for a single gateway).
+    pub gateways: Arc<[SocketAddr]>,
+    /// How a request picks its instance.
+    pub balance: Balance,
+    /// Seeds each person's choice of instances.
+    pub seed: u64,
     /// When the run started (arrival offsets count from here).
     pub t0: Instant,
     /// When the line opens (before it: the pre-queue).
@@ -68,6 +86,27 @@ pub struct World {
     pub replays: usize,
     /// Friends per pass sharer.
     pub friends: usize,
+    /// A poll that says at most this many people are ahead is followed by the next
+    /// one after `near_poll` instead of `poll` (0: never), so that admission times
+    /// are measured within a tick.
+    pub near_front: u64,
+    /// See `near_front`.
+    pub near_poll: Duration,
+    /// Pages an admitted shopper loads before the shop ends the session.
+    pub pages: usize,
+    /// Pause after each of those pages.
+    pub page_interval: Duration,
+}
+
+/// One request a person made that was answered: which instance, how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// A status poll (else a page load).
+    pub poll: bool,
+    /// Index of the instance it went to.
+    pub instance: u8,
+    /// Send to end of body, milliseconds.
+    pub ms: f32,
 }
 
 /// What happened to one person.
@@ -95,6 +134,28 @@ pub struct Outcome {
     pub after_end_served: u32,
     /// Requests that failed (connection, timeout).
     pub errors: u32,
+    /// The number of the first ticket (or of the ticket behind a pass given at once).
+    pub ticket: Option<u64>,
+    /// The instance whose answer let them in.
+    pub admitted_via: Option<usize>,
+    /// When the shop's answer ending the session came back, seconds after the start.
+    pub left_s: Option<f64>,
+    /// When their last answer came back, seconds after the start.
+    pub last_s: f64,
+    /// Every answered request.
+    #[serde(skip)]
+    pub samples: Vec<Sample>,
+}
+
+/// The ticket number a signed ticket or pass cookie carries (`v2.KIND.ROOM.NUMBER.…`);
+/// 0 (a pass without a ticket) is none.
+pub fn cookie_number(value: &str) -> Option<u64> {
+    value
+        .split('.')
+        .nth(3)?
+        .parse()
+        .ok()
+        .filter(|n: &u64| *n > 0)
 }
 
 /// One person of the scenario.
@@ -128,6 +189,12 @@ struct Me<'a> {
     p: &'a Person,
     ip: IpAddr,
     out: Outcome,
+    rng: SmallRng,
+    /// The next instance (round robin), and the one the last answer came from.
+    next: usize,
+    last: usize,
+    /// People ahead, as the last poll said.
+    ahead: Option<u64>,
 }
 
 impl Me<'_> {
@@ -139,9 +206,33 @@ impl Me<'_> {
         format!("/products/{}", self.p.id % 500 + 1)
     }
 
+    /// The instance this request goes to.
+    fn pick(&mut self) -> usize {
+        let n = self.w.gateways.len();
+        match self.w.balance {
+            _ if n == 1 => 0,
+            Balance::Random => self.rng.random_range(0..n),
+            Balance::RoundRobin => {
+                self.next = (self.next + 1) % n;
+                self.next
+            }
+        }
+    }
+
     async fn ask(&mut self, ip: IpAddr, path: &str, ask: Ask, jar: &mut Jar) -> Option<Reply> {
-        match get(ip, self.w.gateway, path, ask, jar).await {
-            Ok(r) => Some(r),
+        let i = self.pick();
+        let sent = Instant::now();
+        match get(ip, self.w.gateways[i], path, ask, jar).await {
+            Ok(r) => {
+                self.last = i;
+                self.out.last_s = self.secs(Instant::now());
+                self.out.samples.push(Sample {
+                    poll: ask == Ask::Poll,
+                    instance: i as u8,
+                    ms: sent.elapsed().as_secs_f32() * 1000.0,
+                });
+                Some(r)
+            }
             Err(_) => {
                 self.out.errors += 1;
                 None
@@ -159,6 +250,11 @@ impl Me<'_> {
         if r.as_ref().is_some_and(|r| r.sets(TICKET)) {
             self.out.tickets += 1;
         }
+        if self.out.ticket.is_none() {
+            self.out.ticket = [TICKET, PASS]
+                .iter()
+                .find_map(|c| jar.find(c).and_then(|(_, v)| cookie_number(&v)));
+        }
         if r.as_ref()
             .is_some_and(|r| r.body.contains("data-state=\"prequeue\""))
         {
@@ -173,7 +269,10 @@ impl Me<'_> {
         let ip = self.ip;
         match self.ask(ip, &path, how, jar).await {
             Some(r) => match how {
-                Ask::Poll => r.state().as_deref() == Some("admitted") || r.sets(PASS),
+                Ask::Poll => {
+                    self.ahead = r.people_ahead();
+                    r.state().as_deref() == Some("admitted") || r.sets(PASS)
+                }
                 Ask::Page => r.is_shop() || r.sets(PASS),
             },
             None => false,
@@ -182,10 +281,6 @@ impl Me<'_> {
 
     /// Polls every tab until one is in; the winning tab, or None at the deadline.
     async fn wait_in_line(&mut self, tabs: &mut Vec<Jar>, how: Ask, clear: bool) -> Option<usize> {
-        let pace = match how {
-            Ask::Poll => self.w.poll,
-            Ask::Page => self.w.poll / 2,
-        };
         let mut last_clear = Instant::now();
         while Instant::now() < self.w.deadline {
             for (i, tab) in tabs.iter_mut().enumerate() {
@@ -205,20 +300,39 @@ impl Me<'_> {
                     return Some(tabs.len() - 1);
                 }
             }
-            tokio::time::sleep(pace).await;
+            tokio::time::sleep(self.pace(how)).await;
         }
         None
     }
 
-    /// Two pages, then the shop ends the session (what a confirmed order does).
+    /// The pause before the next check: the poll pace, shorter near the front (and
+    /// before the first poll said where the front is).
+    fn pace(&self, how: Ask) -> Duration {
+        match how {
+            Ask::Page => self.w.poll / 2,
+            Ask::Poll
+                if self.w.near_front > 0 && self.ahead.map_or(true, |a| a <= self.w.near_front) =>
+            {
+                self.w.near_poll
+            }
+            Ask::Poll => self.w.poll,
+        }
+    }
+
+    /// A few pages, then the shop ends the session (what a confirmed order does).
     async fn shop_and_leave(&mut self, ip: IpAddr, jar: &mut Jar) {
-        for k in 0..2 {
+        for k in 0..self.w.pages {
             let path = format!("/products/{}", (self.p.id * 7 + k) % 500 + 1);
             self.ask(ip, &path, Ask::Page, jar).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(self.w.page_interval).await;
         }
-        self.ask(ip, "/__shop/session?value=end", Ask::Page, jar)
-            .await;
+        if self
+            .ask(ip, "/__shop/session?value=end", Ask::Page, jar)
+            .await
+            .is_some()
+        {
+            self.out.left_s = Some(self.secs(Instant::now()));
+        }
     }
 
     /// Friends replay the admitted ticket: each from their own address.
@@ -284,11 +398,16 @@ impl Me<'_> {
 /// Lives one person's visit; bounded by the world's deadline.
 pub async fn live(w: World, p: Person) -> (Person, Outcome) {
     tokio::time::sleep_until(w.t0 + p.arrival).await;
+    let n = w.gateways.len();
     let mut me = Me {
         w: &w,
         p: &p,
         ip: person_ip(p.id),
         out: Outcome::default(),
+        rng: SmallRng::seed_from_u64(w.seed ^ (p.id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+        next: p.id % n.max(1),
+        last: 0,
+        ahead: None,
     };
     me.out.arrived_s = me.secs(Instant::now());
     let n_tabs = if p.group == Group::ManyTabs {
@@ -324,6 +443,7 @@ pub async fn live(w: World, p: Person) -> (Person, Outcome) {
         return (p, out);
     };
     me.out.admitted_s = Some(me.secs(Instant::now()));
+    me.out.admitted_via = Some(me.last);
     let mut jar = std::mem::take(&mut tabs[i]);
     let ip = me.ip;
     match p.group {

@@ -414,3 +414,29 @@ async fn three_floodgate_processes_run_one_line() {
         "no number handed out twice by two processes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gets_one_first_pre_queue_ticket_whichever_instance_it_asks() {
+    let shop = fast_shop().await;
+    let redis = RedisServer::start().await;
+    let key = key_file();
+    let opens = time::OffsetDateTime::now_utc() + time::Duration::minutes(10);
+    let opens = opens
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let room = format!("{}opens_at = \"{opens}\"\n", room_toml(key.path(), 10, 600));
+    let gws = three_gateways(shop.addr, &redis, &room).await;
+    let mut first = Visitor::new(7);
+    first.ask(gws[0].addr(), false).await;
+    let t1 = first.ticket().expect("a pre-queue ticket");
+    // The same address, without its cookie, through the other instances.
+    for gw in &gws[1..] {
+        let mut again = Visitor::new(7);
+        again.ask(gw.addr(), false).await;
+        let t = again.ticket().expect("a ticket");
+        assert!(
+            t > 1 << 40 && t1 < 1 << 40,
+            "a second ticket of one client prefix is a secondary draw on every instance: {t1} then {t}"
+        );
+    }
+}

@@ -144,7 +144,7 @@ pub struct Room {
     reported: Mutex<(u64, u64)>,
     clock: Arc<dyn Clock>,
     /// Keyed hash of client prefixes: a prefix is never stored in the clear.
-    prefix_hasher: RandomState,
+    prefix_hasher: PrefixHasher,
     /// Cookie names: (ticket, pass).
     pub(crate) cookies: (String, String),
     ticks: AtomicU64,
@@ -154,6 +154,14 @@ pub struct Room {
     persisting: Mutex<()>,
     /// The line in the shared store, when several instances share it.
     shared: std::sync::OnceLock<Arc<dyn crate::state::line::SharedLine>>,
+}
+
+/// The keyed hash of client prefixes: random per process, or, when several instances
+/// share the line (and its pre-queue's "one first ticket per prefix"), seeded from the
+/// signing key so that every instance hashes a prefix alike.
+enum PrefixHasher {
+    Local(RandomState),
+    Shared(foldhash::quality::FixedState),
 }
 
 /// Predicted-minus-actual wait of admitted visitors, summed (for the admin view).
@@ -237,7 +245,38 @@ impl Room {
         metrics: RoomMetrics,
         clock: Arc<dyn Clock>,
     ) -> Arc<Room> {
+        Room::build(config, metrics, clock, None)
+    }
+
+    /// A room whose line lives in the shared store (several instances).
+    fn shared(
+        config: RoomConfig,
+        metrics: RoomMetrics,
+        line: Arc<dyn crate::state::line::SharedLine>,
+    ) -> Arc<Room> {
+        let clock = Arc::new(SystemClock {
+            start: Instant::now(),
+        });
+        Room::build(config, metrics, clock, Some(line))
+    }
+
+    fn build(
+        config: RoomConfig,
+        metrics: RoomMetrics,
+        clock: Arc<dyn Clock>,
+        store: Option<Arc<dyn crate::state::line::SharedLine>>,
+    ) -> Arc<Room> {
         let line = initial_line(&config, clock.now());
+        let prefix_hasher = match store {
+            None => PrefixHasher::Local(RandomState::new()),
+            Some(_) => PrefixHasher::Shared(foldhash::quality::FixedState::with_seed(
+                config.keys.derive_u64(b"floodgate client prefix"),
+            )),
+        };
+        let shared = std::sync::OnceLock::new();
+        if let Some(s) = store {
+            let _ = shared.set(s);
+        }
         let reported = (line.admitted_total, line.skipped_total);
         let room = Arc::new(Room {
             name: config.name.clone(),
@@ -249,12 +288,12 @@ impl Room {
             estimate: Mutex::new(EstimateStats::default()),
             reported: Mutex::new(reported),
             clock,
-            prefix_hasher: RandomState::new(),
+            prefix_hasher,
             ticks: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             persist_failing: AtomicBool::new(false),
             persisting: Mutex::new(()),
-            shared: std::sync::OnceLock::new(),
+            shared,
         });
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(ticker(Arc::downgrade(&room)));
@@ -353,7 +392,10 @@ impl Room {
                 bits & mask
             }
         };
-        self.prefix_hasher.hash_one(masked)
+        match &self.prefix_hasher {
+            PrefixHasher::Local(h) => h.hash_one(masked),
+            PrefixHasher::Shared(h) => h.hash_one(masked),
+        }
     }
 
     fn report(&self, line: &Line) {
@@ -481,13 +523,10 @@ pub fn build_rooms(
                 r.reconfigure(c.clone());
                 r.clone()
             }
-            None => {
-                let room = Room::new(c.clone(), families.room(&c.name));
-                if let Some(line) = state.line(&c.name) {
-                    let _ = room.shared.set(line);
-                }
-                room
-            }
+            None => match state.line(&c.name) {
+                Some(line) => Room::shared(c.clone(), families.room(&c.name), line),
+                None => Room::new(c.clone(), families.room(&c.name)),
+            },
         })
         .collect()
 }

@@ -81,6 +81,16 @@ impl Keys {
         Ok(Arc::new(Keys { keys }))
     }
 
+    /// A 64-bit secret derived from the signing key for `label`: the same on every
+    /// instance that shares the key, unguessable without it.
+    pub fn derive_u64(&self, label: &[u8]) -> u64 {
+        let mut mac =
+            HmacSha256::new_from_slice(&self.keys[0].1).expect("HMAC takes any key length");
+        mac.update(label);
+        let out = mac.finalize().into_bytes();
+        u64::from_le_bytes(out[..8].try_into().expect("32 bytes"))
+    }
+
     /// Keys from the key file if given, else the environment, else the process key.
     pub fn load(key_file: Option<&str>) -> Result<Arc<Keys>, String> {
         if let Some(path) = key_file {

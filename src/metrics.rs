@@ -86,6 +86,9 @@ pub struct Metrics {
     pub slow_clients: crate::buffering::SlowClientMetrics,
     /// `floodgate_state_backend_up{backend}`: 1 while the shared-state backend answers.
     pub state_backend_up: IntGaugeVec,
+    /// `floodgate_state_live_instances`: the N of 1/N shares (1 with the local backend),
+    /// also what a dashboard divides a shared line's per-instance gauges by.
+    pub state_live_instances: prometheus::IntGauge,
     /// `floodgate_certificate_expiry_seconds`, `floodgate_tls_handshakes_total`.
     pub tls: crate::tls::TlsMetrics,
 }
@@ -299,6 +302,15 @@ impl Metrics {
         let waiting_room = crate::waiting_room::metrics::Families::register(&registry);
         let slow_clients = crate::buffering::SlowClientMetrics::register(&registry);
         let state_backend_up = register_state_backend_up(&registry);
+        let state_live_instances = prometheus::IntGauge::new(
+            "floodgate_state_live_instances",
+            "Gateway instances alive in the shared state backend, as last counted (the N of 1/N shares; 1 with the local backend)",
+        )
+        .expect("valid metric");
+        state_live_instances.set(1);
+        registry
+            .register(Box::new(state_live_instances.clone()))
+            .expect("metric registered once");
         registry
             .register(Box::new(crate::logging::DroppedLines::new()))
             .expect("metric registered once");
@@ -309,6 +321,7 @@ impl Metrics {
             rate_limit,
             waiting_room,
             state_backend_up,
+            state_live_instances,
             registry,
             requests,
             request_duration,

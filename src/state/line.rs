@@ -63,10 +63,6 @@ pub struct LineView {
     pub issued_total: u64,
     /// The shuffle key every instance draws the pre-queue with.
     pub perm_key: Option<[u8; 16]>,
-    /// Places this call admitted (for this instance's counters).
-    pub admitted_now: u64,
-    /// Places this call skipped.
-    pub skipped_now: u64,
     /// The latest revocation generation.
     pub revocation_gen: u64,
     /// When the line was last seeded (a new epoch: every instance merges its own).

@@ -200,24 +200,15 @@ impl RedisState {
         let gauge = metrics.state_backend_up.with_label_values(&["redis"]);
         gauge.set(0);
         let (events, first) = broadcast::channel(EVENT_CHANNEL);
-        let live_gauge = IntGauge::new(
-            "floodgate_state_live_instances",
-            "Gateway instances alive in the shared state backend, as last counted (the N of 1/N shares)",
-        )
-        .expect("valid metric");
+        let live_gauge = metrics.state_live_instances.clone();
         let local_decisions = IntCounter::new(
             "floodgate_state_local_decisions_total",
             "Rate-limit checks decided from this instance's 1/N share because the state backend did not answer",
         )
         .expect("valid metric");
-        for m in [
-            Box::new(live_gauge.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(local_decisions.clone()),
-        ] {
-            // One state per gateway and registry; a second one (a test building two
-            // states on one registry) reports through the first's families.
-            let _ = metrics.registry.register(m);
-        }
+        // One state per gateway and registry; a second one (a test building two
+        // states on one registry) reports through the first's family.
+        let _ = metrics.registry.register(Box::new(local_decisions.clone()));
         live_gauge.set(1);
         let state = Arc::new_cyclic(|me| RedisState {
             settings,

@@ -175,8 +175,6 @@ fn view_of(values: &[Value]) -> Result<Option<LineView>, StateError> {
         issued_total: n(10)? as u64,
         revocation_gen: n(11)? as u64,
         perm_key: unhex(&text(&values[12])),
-        admitted_now: n(13)? as u64,
-        skipped_now: n(14)? as u64,
         epoch: n(15)? as u64,
         revocations,
     }))

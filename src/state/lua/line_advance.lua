@@ -11,7 +11,7 @@
 -- visitors polled since its last call.
 -- Returns {0} when the line is not in Redis (the caller seeds it), else the view:
 -- {1, now, next, next2, front, pn, sn, active, atotal, stotal, itotal, revgen, perm,
---  admitted_now, skipped_now, epoch, revocations...}.
+--  admitted_now, skipped_now (what this call did: for debugging), epoch, revocations...}.
 local L = KEYS[1]
 if redis.call('EXISTS', L) == 0 then return {0} end
 local t = redis.call('TIME')

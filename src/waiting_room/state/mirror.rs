@@ -36,6 +36,7 @@ pub(super) struct Shared {
     epoch: u64,
     /// The store's admitted total last seen (for the measured rate).
     seen_admitted: Option<u64>,
+    seen_skipped: Option<u64>,
     last_view_mono: Option<u64>,
     outage: Option<Outage>,
 }
@@ -144,14 +145,21 @@ impl Line {
         }
         self.shared.revocation_gen = v.revocation_gen;
         self.shared.active = Some(v.active);
-        self.admitted_total += v.admitted_now;
-        self.skipped_total += v.skipped_now;
-        // The measured rate is the whole line's (what every instance's visitors see).
+        // Every instance reports the whole line's admissions and skips (as it reports
+        // its waiting and active), so a per-instance "nobody admitted" alert holds; a
+        // dashboard divides sums across instances by floodgate_state_live_instances.
         let admitted = self
             .shared
             .seen_admitted
             .map_or(0, |s| v.admitted_total.saturating_sub(s));
+        let skipped = self
+            .shared
+            .seen_skipped
+            .map_or(0, |s| v.skipped_total.saturating_sub(s));
         self.shared.seen_admitted = Some(v.admitted_total);
+        self.shared.seen_skipped = Some(v.skipped_total);
+        self.admitted_total += admitted;
+        self.skipped_total += skipped;
         let dt = self
             .shared
             .last_view_mono

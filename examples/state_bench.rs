@@ -11,7 +11,8 @@
 //! This process runs the shop, both gateways and (as its child) `redis-server`; the
 //! load generator is a second process, this same example with `gen` as its first
 //! argument, started once per phase and run under `taskset -c N` when `--gen-cpu N`
-//! is given. Pin this process with `taskset -c 0` and redis-server inherits it.
+//! is given. Pin this process with `taskset -c 0` and redis-server inherits it, unless
+//! `STATE_BENCH_REDIS_CPU=N` puts it on core N.
 //!
 //! Closed model: CONNECTIONS keep-alive connections, each sending its next request
 //! when the previous answer is in; each phase is bounded by SECONDS and by
@@ -600,7 +601,17 @@ async fn take_the_only_place(gw: SocketAddr) {
 
 async fn bench(secs: u64, conns: usize, gen: Gen) {
     let port = free_port();
-    let mut redis_server = std::process::Command::new("redis-server")
+    // STATE_BENCH_REDIS_CPU=N runs redis-server on core N (as Redis on a host of its
+    // own would not take the gateway's CPU); by default it shares this process's core.
+    let mut redis_cmd = match std::env::var("STATE_BENCH_REDIS_CPU") {
+        Ok(cpu) => {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", &cpu, "redis-server"]);
+            c
+        }
+        Err(_) => std::process::Command::new("redis-server"),
+    };
+    let mut redis_server = redis_cmd
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
         .stdout(Stdio::null())

@@ -189,6 +189,8 @@ impl Browser {
         let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target")
             .join(name);
+        // target/ is not there when CARGO_TARGET_DIR points elsewhere.
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
         std::fs::write(&out, &png).unwrap();
     }
 

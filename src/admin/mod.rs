@@ -482,3 +482,27 @@ fn broadcast_room(compiled: &Compiled, view: &str) {
         None => tracing::warn!("room view without its settings: not shared with other instances"),
     }
 }
+
+#[cfg(test)]
+mod connection_limit_tests {
+    use super::ConnectionLimit;
+
+    #[tokio::test]
+    async fn a_reloaded_max_connections_grows_at_once_and_shrinks_as_permits_come_back() {
+        let limit = ConnectionLimit::new(2);
+        let held = limit.semaphore.clone().acquire_owned().await.unwrap();
+        limit.resize(5);
+        assert_eq!(limit.semaphore.available_permits(), 4, "three more at once");
+        limit.resize(3);
+        // One connection is open: the surplus is taken back as permits free up.
+        tokio::task::yield_now().await;
+        drop(held);
+        for _ in 0..100 {
+            if limit.semaphore.available_permits() == 3 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("{} permits, not 3", limit.semaphore.available_permits());
+    }
+}

@@ -290,6 +290,32 @@ pub(super) fn visit<'a>(
     })
 }
 
+/// Where a request stands after the steps every room takes first.
+pub(super) enum Begun<'a> {
+    /// Decided already: an unguarded path, or a valid pass.
+    Decided(Decision),
+    /// A guarded request without a valid pass: the room's line decides.
+    Visit(Visit<'a>),
+}
+
+/// The steps every room takes first, whoever holds its line: an unguarded path goes
+/// through, a valid pass goes in (both without a call to a shared store).
+pub(super) fn begin<'a>(
+    room: &'a Room,
+    headers: &http::HeaderMap,
+    path: &str,
+    ctx: Option<&RequestContext>,
+) -> Begun<'a> {
+    let mut v = match visit(room, headers, path, ctx) {
+        Ok(v) => v,
+        Err(pass_cookie) => return Begun::Decided(Decision::Through { pass_cookie }),
+    };
+    match v.pass_holder(headers) {
+        Some(d) => Begun::Decided(d),
+        None => Begun::Visit(v),
+    }
+}
+
 /// Decides one request on this instance's own line.
 pub(super) fn decide(
     room: &Room,
@@ -297,24 +323,30 @@ pub(super) fn decide(
     path: &str,
     ctx: Option<&RequestContext>,
 ) -> Result<Decision, GatewayError> {
-    let mut v = match visit(room, headers, path, ctx) {
-        Ok(v) => v,
-        Err(pass_cookie) => return Ok(Decision::Through { pass_cookie }),
-    };
-    if let Some(d) = v.pass_holder(headers) {
-        return Ok(d);
+    match begin(room, headers, path, ctx) {
+        Begun::Decided(d) => Ok(d),
+        Begun::Visit(v) => v.decide_here(headers),
     }
-    if v.cfg.mode == Mode::Passthrough {
-        let mut line = room.line();
-        return Ok(v.new_pass(&mut line, 0, v.now.wall_ms, Vec::new(), rand::random()));
-    }
-    if let Some(d) = v.ticket_holder(headers) {
-        return Ok(d);
-    }
-    v.new_arrival(headers)
 }
 
 impl Visit<'_> {
+    /// The rest of a decision on this instance's own line: passthrough, a ticket
+    /// holder, a new arrival.
+    pub(super) fn decide_here(
+        mut self,
+        headers: &http::HeaderMap,
+    ) -> Result<Decision, GatewayError> {
+        if self.cfg.mode == Mode::Passthrough {
+            let mut line = self.room.line();
+            let now = self.now.wall_ms;
+            return Ok(self.new_pass(&mut line, 0, now, Vec::new(), rand::random()));
+        }
+        if let Some(d) = self.ticket_holder(headers) {
+            return Ok(d);
+        }
+        self.new_arrival(headers)
+    }
+
     pub(super) fn session_ms(&self) -> u64 {
         self.cfg.session_duration.as_millis() as u64
     }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use super::config::Mode;
-use super::service::{self, visit, Decision, Visit};
+use super::service::{self, Begun, Decision, Visit};
 use super::state::{Issued, Now, Standing};
 use super::token::Token;
 use super::Room;
@@ -174,24 +174,22 @@ pub(super) async fn decide(
     store: &Arc<dyn SharedLine>,
     req: &http::request::Parts,
 ) -> Result<Decision, GatewayError> {
-    let (headers, path) = (&req.headers, req.uri.path());
+    let headers = &req.headers;
     let ctx = req.extensions.get::<RequestContext>();
-    // Back from an outage, or not yet mirrored: the store first, else alone.
-    if room.line().in_outage() && !merge_back(room, store).await {
-        alone(room, store);
-    }
-    if !room.line().in_outage() && !room.line().is_mirrored() && !refresh(room, store).await {
-        alone(room, store);
-    }
-    if room.line().in_outage() {
-        return service::decide(room, headers, path, ctx);
-    }
-    let mut v = match visit(room, headers, path, ctx) {
-        Ok(v) => v,
-        Err(pass_cookie) => return Ok(Decision::Through { pass_cookie }),
+    let mut v = match service::begin(room, headers, req.uri.path(), ctx) {
+        Begun::Decided(d) => return Ok(d),
+        Begun::Visit(v) => v,
     };
-    if let Some(d) = v.pass_holder(headers) {
-        return Ok(d);
+    // Back from an outage, or not yet mirrored: the store first, else alone.
+    let (outage, mirrored) = {
+        let l = room.line();
+        (l.in_outage(), l.is_mirrored())
+    };
+    let stays_alone =
+        (outage && !merge_back(room, store).await) || (!mirrored && !refresh(room, store).await);
+    if stays_alone {
+        alone(room, store);
+        return v.decide_here(headers);
     }
     if v.cfg.mode == Mode::Passthrough {
         return Ok(enter(&mut v, store, 0, false).await);

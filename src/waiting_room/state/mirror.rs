@@ -37,7 +37,6 @@ pub(super) struct Shared {
     /// The store's admitted total last seen (for the measured rate).
     seen_admitted: Option<u64>,
     seen_skipped: Option<u64>,
-    last_view_mono: Option<u64>,
     outage: Option<Outage>,
 }
 
@@ -160,11 +159,7 @@ impl Line {
         self.shared.seen_skipped = Some(v.skipped_total);
         self.admitted_total += admitted;
         self.skipped_total += skipped;
-        let dt = self
-            .shared
-            .last_view_mono
-            .map_or(0, |l| now.mono_ms.saturating_sub(l));
-        self.shared.last_view_mono = Some(now.mono_ms);
+        let dt = self.last_ms.map_or(0, |l| now.mono_ms.saturating_sub(l));
         self.last_ms = Some(now.mono_ms);
         let busy = !self.paused && self.anyone_waiting();
         self.observe_rate(now, dt, admitted, busy);

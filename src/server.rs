@@ -175,20 +175,21 @@ struct Accepted {
     /// The server settings of the config generation below, and hyper's builder of them.
     cfg: Arc<ServerConfig>,
     builder: Arc<auto::Builder<TokioExecutor>>,
-    /// The compiled config they were taken from (compared by address).
-    generation: Arc<crate::proxy::Compiled>,
+    /// The compiled config they were taken from, compared by address; weak, so an old
+    /// generation (its rooms, its pools) is not kept alive by a quiet listener.
+    generation: std::sync::Weak<crate::proxy::Compiled>,
     tracker: TaskTracker,
 }
 
 impl Accepted {
     fn new(tls: Option<Arc<Tls>>, shared: Arc<Shared>, tracker: TaskTracker) -> Self {
-        let generation = shared.current.load_full();
-        let cfg = Arc::new(generation.config.server.clone());
+        let current = shared.current.load_full();
+        let cfg = Arc::new(current.config.server.clone());
         Accepted {
             tls,
             builder: Arc::new(connection_builder(&cfg)),
             cfg,
-            generation,
+            generation: Arc::downgrade(&current),
             shared,
             tracker,
         }
@@ -198,7 +199,7 @@ impl Accepted {
     /// pointer comparison per accepted connection otherwise).
     fn follow_config(&mut self) {
         let current = self.shared.current.load();
-        if Arc::ptr_eq(&self.generation, &current) {
+        if std::ptr::eq(self.generation.as_ptr(), Arc::as_ptr(&current)) {
             return;
         }
         *self = Accepted::new(self.tls.clone(), self.shared.clone(), self.tracker.clone());

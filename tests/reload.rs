@@ -257,3 +257,41 @@ async fn a_reload_changes_the_log_level() {
         "the first reload's info line was held back at warn; the second's is printed: {line}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_shutdown_grace_bounds_the_next_shutdown() {
+    // Every answer takes 10 s: a shutdown waits for one in flight up to the grace.
+    let shop = shop(floodgate::shop::ShopProfile {
+        latency: Duration::from_secs(10),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("floodgate.toml");
+    let with = |grace: &str| {
+        config_text(
+            shop.addr,
+            &format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace = \"{grace}\"\n"
+            ),
+        )
+    };
+    std::fs::write(&file, with("30s")).unwrap();
+    let gw = floodgate::Gateway::start(floodgate::config::load(&file).unwrap())
+        .await
+        .unwrap();
+    std::fs::write(&file, with("300ms")).unwrap();
+    let said = reload_with(gw.admin_addr.unwrap(), None).await.text();
+    assert!(said.contains("server.shutdown_grace: applied"), "{said}");
+    let addr = gw.addr();
+    tokio::spawn(async move { get(addr, "/").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let clean = gw.shutdown().await;
+    assert!(!clean, "the slow answer was still in flight");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the reloaded 300 ms grace, not the 30 s one: {:?}",
+        started.elapsed()
+    );
+}

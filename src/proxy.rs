@@ -14,7 +14,6 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpInfo;
 use tower::Service;
 
 use crate::body::{self, Body, BodyGuard, Guarded};
@@ -226,9 +225,11 @@ pub async fn handle(
             (respond::error_response(&e, json), false)
         }
     };
-    // Only a response that came over an origin connection carries the connector's
-    // HttpInfo; waiting-room pages, cache hits and error answers were written here.
-    let from_origin = resp.extensions().get::<HttpInfo>().is_some();
+    // Waiting-room pages, cache hits and error answers were written here.
+    let from_origin = resp
+        .extensions()
+        .get::<crate::upstream::FromOrigin>()
+        .is_some();
 
     let headers = resp.headers_mut();
     if answered {

@@ -1,13 +1,14 @@
 //! Upstreams: a pooled keep-alive client per origin, server choice, timeouts.
 //!
-//! The innermost service of every route stack. It picks a server, rewrites the URI to
-//! it, sends with hyper-util's pooled client and streams the response back. It holds
-//! no limit of its own: the admission layer in front of it bounds what reaches the
-//! pool, because hyper's pool has no per-host cap (hyper#4134).
+//! The innermost service of every route stack. It picks a server, sends on one of
+//! that server's pooled connections ([`pool`]) and streams the response back. It
+//! holds no limit of its own: the admission layer in front of it bounds what reaches
+//! the pool.
 
 pub mod balance;
 mod breaker;
 pub mod health;
+mod pool;
 pub mod retry;
 mod watch;
 
@@ -16,11 +17,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::admission::{Admission, AdmissionMetrics, Settings as AdmissionSettings};
 use crate::body::{self, Body, BodyGuard, Guarded};
@@ -29,6 +27,7 @@ use crate::error::GatewayError;
 use crate::metrics::{Metrics, UpstreamMetrics};
 use balance::Balancer;
 use health::{Health, Outcome};
+use pool::{Pool, SendError, Sender};
 use retry::Retries;
 use watch::{BodyWatch, Watched};
 
@@ -47,7 +46,7 @@ pub struct Upstream {
     pub config: UpstreamConfig,
     servers: Arc<[Server]>,
     balancer: Balancer,
-    client: Client<HttpConnector, Body>,
+    pool: Arc<Pool>,
     metrics: UpstreamMetrics,
     /// The admission controller every route to this upstream shares.
     pub admission: Arc<Admission>,
@@ -58,28 +57,13 @@ pub struct Upstream {
     retries: Arc<Retries>,
 }
 
-/// Whether two configs of an upstream build the same connection pool.
+/// Whether two configs of an upstream build the same connection pool (its stacks are
+/// per server, by index).
 fn same_pool(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
-    a.connect_timeout == b.connect_timeout
+    a.servers == b.servers
+        && a.connect_timeout == b.connect_timeout
         && a.pool_idle_timeout == b.pool_idle_timeout
         && a.pool_max_idle_per_server == b.pool_max_idle_per_server
-}
-
-/// The pooled client of an upstream.
-fn pool(config: &UpstreamConfig) -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(config.connect_timeout));
-    connector.set_nodelay(true);
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(config.pool_idle_timeout)
-        .pool_max_idle_per_host(config.pool_max_idle_per_server)
-        // The original Host header is kept (shops serve by virtual host); the client
-        // must not replace it with the server's address.
-        .set_host(false)
-        .build(connector)
 }
 
 impl Upstream {
@@ -131,9 +115,9 @@ impl Upstream {
         };
         // The pool survives a reload unless its own settings changed: a reload in the
         // middle of a sale must not be a cold start (new connections) for the origin.
-        let client = match previous {
-            Some(p) if same_pool(&p.config, &config) => p.client.clone(),
-            _ => pool(&config),
+        let pool = match previous {
+            Some(p) if same_pool(&p.config, &config) => p.pool.clone(),
+            _ => Pool::new(&config),
         };
         let servers: Arc<[Server]> = config
             .servers
@@ -148,7 +132,7 @@ impl Upstream {
             metrics: metrics.upstream(&config.name),
             config,
             servers,
-            client,
+            pool,
             admission,
             health,
             retries,
@@ -219,20 +203,14 @@ impl Upstream {
         mut req: Request<Body>,
     ) -> (Result<Response<Body>, GatewayError>, Outcome) {
         let server = &self.servers[idx];
+        // Origin-form: the origin gets the path and query; the Host header is the
+        // client's (shops serve by virtual host).
         let pq = req
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(server.authority.clone());
-        parts.path_and_query = Some(pq);
-        let Ok(uri) = Uri::from_parts(parts) else {
-            let e = GatewayError::BadRequest("invalid request target");
-            return (Err(e), Outcome::Inconclusive);
-        };
-        *req.uri_mut() = uri;
+        *req.uri_mut() = Uri::from(pq);
         // Origins speak HTTP/1.1 here whatever the client spoke.
         *req.version_mut() = http::Version::HTTP_11;
         // Watched: whether a timeout or an error was the client's body or the origin.
@@ -242,15 +220,19 @@ impl Upstream {
         server.in_flight.fetch_add(1, Ordering::Relaxed);
         self.metrics.in_flight.inc();
         self.metrics.requests.inc();
-        let guard = InFlight {
+        let mut guard = InFlight {
             servers: self.servers.clone(),
             idx,
             gauge: self.metrics.in_flight.clone(),
+            conn: None,
         };
-        match self.await_head(self.client.request(req), &watch).await {
-            Ok(Ok(resp)) => {
+        let sent = self.pool.send(idx, &server.authority, req);
+        match self.await_head(sent, &watch).await {
+            Ok(Ok((resp, sender))) => {
                 let outcome = Outcome::of_status(resp.status());
-                let resp = resp.map(|b| body::boxed(Guarded::new(b, guard)));
+                guard.conn = Some((self.pool.clone(), sender));
+                let mut resp = resp.map(|b| body::boxed(Guarded::new(b, guard)));
+                resp.extensions_mut().insert(FromOrigin);
                 (Ok(resp), outcome)
             }
             Ok(Err(e)) => {
@@ -311,8 +293,8 @@ impl Upstream {
         }
     }
 
-    fn classify(&self, e: hyper_util::client::legacy::Error) -> GatewayError {
-        if e.is_connect() {
+    fn classify(&self, e: SendError) -> GatewayError {
+        if let SendError::Connect(_) = e {
             self.metrics.connect_errors.inc();
             return GatewayError::UpstreamConnect {
                 upstream: self.config.name.clone(),
@@ -342,11 +324,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Counts a request as in flight to a server until its response body is done.
+/// Marks a response that came over an origin connection (not one the gateway wrote).
+#[derive(Debug, Clone, Copy)]
+pub struct FromOrigin;
+
+/// Counts a request as in flight to a server until its response body is done, then
+/// gives its connection back to the pool if the body was read whole.
 struct InFlight {
     servers: Arc<[Server]>,
     idx: usize,
     gauge: prometheus::IntGauge,
+    conn: Option<(Arc<Pool>, Sender)>,
 }
 
 impl Drop for InFlight {
@@ -359,7 +347,12 @@ impl Drop for InFlight {
 }
 
 impl BodyGuard for InFlight {
-    fn release(self, _bytes: u64, _complete: bool) {}
+    fn release(mut self, _bytes: u64, complete: bool) {
+        // A body cut short leaves the connection mid-response: it cannot carry another.
+        if let (true, Some((pool, sender))) = (complete, self.conn.take()) {
+            pool.put(self.idx, sender);
+        }
+    }
 }
 
 /// The innermost tower service of a route: sends to the route's upstream.

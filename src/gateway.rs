@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{Compiled, Shared};
 use crate::server;
 use crate::tls::{self, CertSet, Certificates, Tls};
+use crate::workers;
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,12 @@ pub enum StartError {
     /// The TLS settings were refused by rustls.
     #[error("TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// The serving threads could not be started.
+    #[error("cannot start the worker threads: {source}")]
+    Workers {
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -86,6 +93,14 @@ fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
     server::bind(addr).map_err(|source| StartError::Bind { addr, source })
 }
 
+/// A listener for a worker thread: bound here, so a bad address fails the start, and
+/// handed over unregistered, so the worker's own runtime drives it.
+fn bind_std(addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    bind(addr)?
+        .into_std()
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
 /// A started gateway.
 pub struct Gateway {
     /// The bound proxy addresses (with real ports when the config said 0).
@@ -98,6 +113,8 @@ pub struct Gateway {
     admin: Arc<AdminState>,
     shutdown_tx: watch::Sender<bool>,
     conns: TaskTracker,
+    /// The serving threads; they end when the gateway is shut down or dropped.
+    workers: workers::Workers,
 }
 
 impl Gateway {
@@ -142,12 +159,35 @@ impl Gateway {
             true => None,
             false => Some(Arc::new(Tls::new(certificates.clone(), &metrics.tls)?)),
         };
-        let mut listeners = Vec::new();
-        for addr in &server_cfg.listen {
-            listeners.push((bind(*addr)?, None));
-        }
-        for addr in &server_cfg.tls_listen {
-            listeners.push((bind(*addr)?, tls.clone()));
+        let workers = server_cfg.workers;
+        let mut per_worker: Vec<Vec<workers::Listener>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        let mut listen_addrs = Vec::new();
+        let mut tls_addrs = Vec::new();
+        let addrs = server_cfg.listen.iter().map(|a| (a, None));
+        let tls_addrs_cfg = server_cfg.tls_listen.iter().map(|a| (a, tls.clone()));
+        for (addr, tls) in addrs.chain(tls_addrs_cfg) {
+            // The first bind resolves port 0; the other workers join its port.
+            let first = bind_std(*addr)?;
+            let bound = first.local_addr().expect("bound socket has an address");
+            if tls.is_some() {
+                tls_addrs.push(bound);
+                tracing::info!(addr = %bound, workers, "listening (TLS)");
+            } else {
+                listen_addrs.push(bound);
+                tracing::info!(addr = %bound, workers, "listening");
+            }
+            per_worker[0].push(workers::Listener {
+                socket: first,
+                tls: tls.clone(),
+            });
+            for mine in &mut per_worker[1..] {
+                let socket = bind_std(bound)?;
+                mine.push(workers::Listener {
+                    socket,
+                    tls: tls.clone(),
+                });
+            }
         }
         let admin_listener = match server_cfg.admin_listen {
             Some(addr) => Some(bind(addr)?),
@@ -163,26 +203,14 @@ impl Gateway {
             certificates,
             connections: admin::ConnectionLimit::new(server_cfg.max_connections),
         });
-        let mut listen_addrs = Vec::new();
-        let mut tls_addrs = Vec::new();
-        for (l, tls) in listeners {
-            let addr = l.local_addr().expect("bound socket has an address");
-            if tls.is_some() {
-                tls_addrs.push(addr);
-                tracing::info!(%addr, "listening (TLS)");
-            } else {
-                listen_addrs.push(addr);
-                tracing::info!(%addr, "listening");
-            }
-            tokio::spawn(server::accept_loop(
-                l,
-                tls,
-                shared.clone(),
-                admin.connections.semaphore.clone(),
-                conns.clone(),
-                shutdown_rx.clone(),
-            ));
-        }
+        let serving = workers::Serving {
+            shared: shared.clone(),
+            limit: admin.connections.semaphore.clone(),
+            tracker: conns.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        let workers = workers::start(per_worker, &serving)
+            .map_err(|source| StartError::Workers { source })?;
         let admin_addr = admin_listener.map(|l| {
             let addr = l.local_addr().expect("bound socket has an address");
             tracing::info!(%addr, "admin listening");
@@ -198,6 +226,7 @@ impl Gateway {
             admin,
             shutdown_tx,
             conns,
+            workers,
         })
     }
 
@@ -240,6 +269,7 @@ impl Gateway {
         for room in &self.shared.current.load().waiting_rooms {
             room.shutdown();
         }
+        drop(self.workers);
         clean
     }
 }

@@ -31,5 +31,6 @@ pub mod state;
 pub mod tls;
 pub mod upstream;
 pub mod waiting_room;
+mod workers;
 
 pub use gateway::Gateway;

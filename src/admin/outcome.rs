@@ -33,7 +33,8 @@ pub(crate) fn changes(old: &Config, new: &Config) -> Vec<String> {
     // Compared by their Debug form: some settings have no PartialEq, and a reload is
     // no hot path.
     let d = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let keys: [(&str, bool, Outcome); 19] = [
+    let keys: [(&str, bool, Outcome); 20] = [
+        ("server.workers", d(&o.workers, &n.workers), Restart),
         ("server.listen", d(&o.listen, &n.listen), Restart),
         (
             "server.tls_listen",

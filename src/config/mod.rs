@@ -102,6 +102,8 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Open client connections at most; past it the listener stops accepting.
     pub max_connections: usize,
+    /// Serving threads, each with its own runtime and listeners (`crate::workers`).
+    pub workers: usize,
     /// From accept to the end of the request headers.
     pub header_read_timeout: Duration,
     /// A keep-alive connection with no request in flight is closed after this.
@@ -462,6 +464,9 @@ impl Problems {
     }
 }
 
+/// More serving threads than this is a typo, not a machine.
+const MAX_WORKERS: usize = 1024;
+
 /// Turns the raw file into a typed config, or every reason it cannot be one.
 pub fn compile(raw: RawConfig) -> Result<Config, Vec<KeyError>> {
     let mut p = Problems::default();
@@ -706,6 +711,17 @@ fn compile_server(s: &raw::RawServer, p: &mut Problems) -> ServerConfig {
             DEFAULT_MAX_CONNECTIONS,
             1,
         ),
+        workers: match p.count("server.workers", s.workers, 0, 1) {
+            0 => crate::workers::default_count(),
+            n if n > MAX_WORKERS => {
+                p.add(
+                    "server.workers",
+                    format!("must be at most {MAX_WORKERS}, got {n}"),
+                );
+                MAX_WORKERS
+            }
+            n => n,
+        },
         header_read_timeout: p.parse(
             "server.header_read_timeout",
             s.header_read_timeout.as_deref(),

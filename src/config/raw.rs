@@ -59,6 +59,7 @@ pub struct RawServer {
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     pub max_connections: Option<i64>,
+    pub workers: Option<i64>,
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_header_size: Option<String>,

@@ -201,22 +201,10 @@ impl HeaderList {
 
     /// Removes every field on the list from `headers`.
     pub fn remove_from(&self, headers: &mut HeaderMap) {
-        for n in &self.exact {
-            headers.remove(n);
-        }
-        if self.prefixes.is_empty() {
+        if self.exact.is_empty() && self.prefixes.is_empty() {
             return;
         }
-        // Collected first: a map cannot lose keys while it is iterated. Allocates only
-        // when a client actually sent such a field.
-        let matched: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| self.prefixes.iter().any(|p| k.as_str().starts_with(&**p)))
-            .cloned()
-            .collect();
-        for n in matched {
-            headers.remove(n);
-        }
+        crate::forwarding::remove_where(headers, |k| self.contains(k));
     }
 }
 

@@ -166,16 +166,27 @@ struct Front {
     request_id: HeaderValue,
     /// `http` or `https`, as the client used it.
     scheme: &'static str,
+    /// The peer as a field value, shared by the connection's requests.
+    peer_value: HeaderValue,
 }
 
 impl Front {
     fn read<B>(
         server: &ServerConfig,
         peer: SocketAddr,
+        conn: Option<&ConnGuard>,
         conn_scheme: &'static str,
         req: &Request<B>,
     ) -> Self {
         let peer = forwarding::canonical_peer(peer);
+        let peer_value = match conn {
+            Some(c) => {
+                c.0.peer_value
+                    .get_or_init(|| forwarding::ip_value(peer.ip()))
+                    .clone()
+            }
+            None => forwarding::ip_value(peer.ip()),
+        };
         let trusted = &server.trusted_proxies;
         let peer_trusted = forwarding::is_trusted(peer.ip(), trusted);
         Front {
@@ -184,6 +195,7 @@ impl Front {
             client_ip: forwarding::client_ip(peer.ip(), req.headers(), trusted),
             request_id: forwarding::request_id(req.headers()),
             scheme: forwarding::request_scheme(conn_scheme, peer_trusted, req.headers()),
+            peer_value,
         }
     }
 }
@@ -199,7 +211,13 @@ pub async fn handle(
     let compiled = shared.current.load_full();
     // "https" when the TLS accept path marked the request (a marker a client cannot forge).
     let conn_scheme = crate::tls::scheme(req.extensions());
-    let front = Front::read(&compiled.config.server, peer, conn_scheme, &req);
+    let front = Front::read(
+        &compiled.config.server,
+        peer,
+        conn.as_ref(),
+        conn_scheme,
+        &req,
+    );
     let method = req.method().clone();
     let json = respond::wants_json(req.headers());
     let version = req.version();
@@ -400,6 +418,7 @@ fn prepare_headers(compiled: &Compiled, front: &Front, parts: &mut http::request
             client_ip: front.client_ip,
             scheme: front.scheme,
             host: authority_host.as_ref(),
+            peer_value: &front.peer_value,
         },
     );
     forwarding::append_via(h, parts.version, &compiled.via);
@@ -464,6 +483,8 @@ pub struct ConnActivity {
     /// When the first byte of a request head arrived while no request was in flight;
     /// cleared when the head is complete. Drives the header timeout.
     pub head_started: crate::stamp::Stamp,
+    /// The peer's address as a field value, made at the connection's first request.
+    pub peer_value: std::sync::OnceLock<HeaderValue>,
 }
 
 /// Releases a connection's in-flight count when a response body ends.

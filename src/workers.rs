@@ -72,7 +72,7 @@ pub(crate) fn start(listeners: Vec<Vec<Listener>>, serving: &Serving) -> std::io
             .enable_all()
             .build()?;
         std::thread::Builder::new()
-            .name(format!("floodgate-worker-{i}"))
+            .name(format!("floodgate-w{i}"))
             .spawn(move || {
                 runtime.block_on(async move {
                     for l in mine {

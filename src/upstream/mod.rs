@@ -8,7 +8,7 @@
 pub mod balance;
 mod breaker;
 pub mod health;
-mod pool;
+pub mod pool;
 pub mod retry;
 mod watch;
 
@@ -72,6 +72,17 @@ impl Upstream {
         Self::build(config, metrics, None)
     }
 
+    /// An upstream whose connections come from `connector` instead of TCP: for benches
+    /// that measure the gateway's own path with an in-memory origin.
+    pub fn with_connector(
+        config: UpstreamConfig,
+        metrics: &Metrics,
+        connector: Arc<dyn pool::Connect>,
+    ) -> Arc<Self> {
+        let pool = Pool::with_connector(&config, connector);
+        Self::assemble(config, metrics, None, pool)
+    }
+
     /// Like [`Upstream::new`], carrying state over from `previous` (the upstream of
     /// the same name in the config being replaced): the admission controller always
     /// (updated in place, so in-flight requests and waiters keep counting against
@@ -80,6 +91,21 @@ impl Upstream {
         config: UpstreamConfig,
         metrics: &Metrics,
         previous: Option<&Upstream>,
+    ) -> Arc<Self> {
+        // The pool survives a reload unless its own settings changed: a reload in the
+        // middle of a sale must not be a cold start (new connections) for the origin.
+        let pool = match previous {
+            Some(p) if same_pool(&p.config, &config) => p.pool.clone(),
+            _ => Pool::new(&config),
+        };
+        Self::assemble(config, metrics, previous, pool)
+    }
+
+    fn assemble(
+        config: UpstreamConfig,
+        metrics: &Metrics,
+        previous: Option<&Upstream>,
+        pool: Arc<Pool>,
     ) -> Arc<Self> {
         let settings = AdmissionSettings::of(&config);
         let admission = match previous {
@@ -112,12 +138,6 @@ impl Upstream {
         let retries = match previous {
             Some(p) if p.config.retries == config.retries => p.retries.clone(),
             _ => Arc::new(Retries::new(&config.retries, &config.name, metrics)),
-        };
-        // The pool survives a reload unless its own settings changed: a reload in the
-        // middle of a sale must not be a cold start (new connections) for the origin.
-        let pool = match previous {
-            Some(p) if same_pool(&p.config, &config) => p.pool.clone(),
-            _ => Pool::new(&config),
         };
         let servers: Arc<[Server]> = config
             .servers

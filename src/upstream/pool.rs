@@ -33,14 +33,14 @@ use crate::body::Body;
 use crate::config::UpstreamConfig;
 
 /// A connection ready for requests: the sending half of a spawned HTTP/1.1 connection.
-pub(crate) type Sender = SendRequest<Body>;
+pub type Sender = SendRequest<Body>;
 
 /// A future that opens a connection.
-pub(crate) type Connecting = Pin<Box<dyn Future<Output = std::io::Result<Sender>> + Send>>;
+pub type Connecting = Pin<Box<dyn Future<Output = std::io::Result<Sender>> + Send>>;
 
 /// How connections to an origin server are opened: TCP in production; a bench can
 /// put an in-memory origin behind it.
-pub(crate) trait Connect: Send + Sync + 'static {
+pub trait Connect: Send + Sync + 'static {
     /// Opens a connection to `server`, its HTTP/1.1 handshake done and its task spawned.
     fn connect(&self, server: &Authority) -> Connecting;
 }
@@ -77,7 +77,7 @@ async fn connect_tcp(server: &Authority) -> std::io::Result<tokio::net::TcpStrea
 }
 
 /// The HTTP/1.1 handshake on an open stream; the connection runs in a task of its own.
-pub(crate) async fn handshake<T>(io: T) -> std::io::Result<Sender>
+pub async fn handshake<T>(io: T) -> std::io::Result<Sender>
 where
     T: hyper::rt::Read + hyper::rt::Write + Send + Unpin + 'static,
 {

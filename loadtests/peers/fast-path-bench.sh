@@ -52,9 +52,12 @@
 #             FLOODGATE_BIN is in, "-dirty" when its tree has changes)
 #   KEEP=1    keep the temp dir (configs, logs, raw wrk/h2load output)
 #   FLOODGATE_BIN (target/release/floodgate)  NGINX_BIN (nginx)  HAPROXY_BIN (haproxy)
+#   FLOODGATE_BASE_BIN  an older floodgate build, measured as target "floodgate-base"
+#             beside the current one in the same run (add it to TARGETS), for a
+#             before/after ratio
 #
-# floodgate has no worker-count setting (no server.workers key, no environment
-# variable; `floodgate check` refuses the key): its worker count is the CPU mask's.
+# floodgate's `server.workers` is left at its default, one per core of the CPU mask:
+# pinned to one core, one worker thread (the header line prints how many it found).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -85,7 +88,7 @@ for m in "${MODES[@]}"; do
     case $m in h1 | h2c | hit-h1 | hit-h2c) ;; *) die "unknown mode '$m' (h1 h2c hit-h1 hit-h2c)" ;; esac
 done
 for t in "${WANT[@]}"; do
-    case $t in floodgate | nginx | haproxy) ;; *) die "unknown target '$t' (floodgate nginx haproxy)" ;; esac
+    case $t in floodgate | floodgate-base | nginx | haproxy) ;; *) die "unknown target '$t' (floodgate floodgate-base nginx haproxy)" ;; esac
 done
 (( ${#MODES[@]} > 0 )) || die "MODES is empty"
 (( ${#WANT[@]} > 0 )) || die "TARGETS is empty"
@@ -141,6 +144,15 @@ if wants floodgate; then
         "127.0.0.1:$(free_port)" "$SHOP" "$TMP/fg"
     H1[floodgate]="http://127.0.0.1:$FG_PORT"; H2[floodgate]="http://127.0.0.1:$FG_PORT"
     PID_OF[floodgate]=$FG_PID
+fi
+if wants floodgate-base; then
+    [[ -x "${FLOODGATE_BASE_BIN:-}" ]] || die "target floodgate-base needs FLOODGATE_BASE_BIN (an older build)"
+    mkdir -p "$TMP/fg-base"
+    FGB_PORT="$(free_port)"
+    FLOODGATE_BIN="$(pinned fg-base-sut "$SUT_CPU" "$FLOODGATE_BASE_BIN")" start_floodgate \
+        "$HERE/floodgate-fast.toml" "127.0.0.1:$FGB_PORT" "127.0.0.1:$(free_port)" "$SHOP" "$TMP/fg-base"
+    H1[floodgate-base]="http://127.0.0.1:$FGB_PORT"; H2[floodgate-base]="http://127.0.0.1:$FGB_PORT"
+    PID_OF[floodgate-base]=$FG_PID
 fi
 if wants nginx; then
     mkdir -p "$TMP/ng"
@@ -213,7 +225,7 @@ for m in "${MODES[@]}"; do
         note=""
         if [[ $m == hit-* ]]; then
             case $t in
-                floodgate) line="$(grep -i '^cache-status:' <<<"$h" || true)"
+                floodgate*) line="$(grep -i '^cache-status:' <<<"$h" || true)"
                            grep -qiE '^cache-status: *floodgate; *hit' <<<"$line" || die "$t/$m: no cache hit ($line)" ;;
                 nginx) line="$(grep -i '^x-cache-status:' <<<"$h" || true)"
                        grep -qiE '^x-cache-status: *HIT' <<<"$line" || die "$t/$m: no cache hit ($line)" ;;
@@ -294,7 +306,7 @@ us_per_req() { awk -v k="$1" -v r="$2" -v hz="$HZ" 'BEGIN{ if (r>0) printf "%.2f
 # --- header ----------------------------------------------------------------------------
 versions="floodgate $("$REAL_FG" --version 2>/dev/null | awk '{print $2}') ($REAL_FG, built $(date -r "$REAL_FG" '+%Y-%m-%d %H:%M')"
 if wants floodgate; then  # the runtime's worker threads, as the CPU mask sized them
-    versions+="; $(cat /proc/"$FG_PID"/task/*/comm 2>/dev/null | grep -c '^tokio-r' || true) tokio worker thread(s)"
+    versions+="; $(cat /proc/"${PID_OF[floodgate]}"/task/*/comm 2>/dev/null | grep -c '^floodgate-w' || true) worker thread(s)"
 fi
 versions+=")"
 wants nginx && versions+=", $("$REAL_NG" -v 2>&1 | sed 's/.*: //') (worker_processes 1)"
@@ -393,6 +405,7 @@ for m in "${MODES[@]}"; do
         hit-h1) ratio hit-h1 floodgate nginx 1.3 "" ;;
         hit-h2c) ratio hit-h2c floodgate nginx 1.3 "" ;;
     esac
+    if wants floodgate-base; then ratio "$m" floodgate floodgate-base "" ""; fi
 done
 echo
 echo "load average at end $(cut -d' ' -f1-3 /proc/loadavg) (at start $LOAD_START); commit $COMMIT; nproc $(nproc)"

@@ -14,6 +14,8 @@
 //! - a fresh connection that has sent nothing: `header_read_timeout` (slowloris);
 //! - a keep-alive connection between requests: `idle_timeout`.
 //!
+//! hyper's own header timer stays set (to the larger of the two) as a backstop.
+//!
 //! With requests in flight, the task cuts a client that takes no response data for
 //! `send_timeout` (see [`crate::buffering::send`]); the request deadline itself
 //! (`request_timeout`, head plus body) is kept by the request-buffering layer, which
@@ -73,12 +75,10 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 pub fn connection_builder(cfg: &ServerConfig) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
+        // Without a timer, header_read_timeout panics or silently does nothing
+        // (hyper#3567, hyper-util#137).
         .timer(TokioTimer::new())
-        // Off: the connection task keeps the header and idle timers (module docs).
-        // hyper's own would drop and re-arm a boxed timer for every request (hyper's
-        // h1 conn.rs), a timer-wheel insert and an allocation per request, to back up
-        // a deadline that is already kept.
-        .header_read_timeout(None)
+        .header_read_timeout(cfg.header_read_timeout.max(cfg.idle_timeout))
         // Bounds the read buffer (so the head) and the flattened write buffer alike;
         // body bytes beyond it wait in the response buffer, not in hyper.
         .max_buf_size(cfg.max_header_size)

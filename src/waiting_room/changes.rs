@@ -119,7 +119,7 @@ fn page(c: &mut Changes, old: &RoomConfig, new: &RoomConfig) {
 mod tests {
     use std::sync::Arc;
 
-    use crate::waiting_room::{Room, RoomConfig};
+    use crate::waiting_room::{pow::ProofOfWork, Room, RoomConfig};
 
     fn room(config: RoomConfig) -> Arc<Room> {
         let families = crate::waiting_room::metrics::Families::register(&Default::default());
@@ -143,5 +143,26 @@ mod tests {
             ]
         );
         assert_eq!(room.line().settings.active_users, 100);
+    }
+
+    #[test]
+    fn unchanged_proof_of_work_keeps_its_used_challenges() {
+        let mut config = RoomConfig::new("sale", 100, 600);
+        config.proof_of_work = Some(Arc::new(ProofOfWork::new(15, None)));
+        let room = room(config.clone());
+        let before = room.config().proof_of_work.clone().unwrap();
+        config.proof_of_work = Some(Arc::new(ProofOfWork::new(15, None)));
+        assert!(said(room.reconfigure(config.clone())).is_empty());
+        let after = room.config().proof_of_work.clone().unwrap();
+        assert!(
+            Arc::ptr_eq(&before, &after),
+            "the same table of used challenges"
+        );
+
+        config.proof_of_work = Some(Arc::new(ProofOfWork::new(16, None)));
+        assert_eq!(
+            said(room.reconfigure(config))[0],
+            "waiting_room.sale.proof_of_work: applied"
+        );
     }
 }

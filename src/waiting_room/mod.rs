@@ -304,8 +304,13 @@ impl Room {
     }
 
     /// Applies a reloaded config, keeping the line; says which keys changed.
-    pub(crate) fn reconfigure(&self, config: RoomConfig) -> Changes {
+    pub(crate) fn reconfigure(&self, mut config: RoomConfig) -> Changes {
         let old = self.config();
+        // The table of used challenges stays with unchanged settings: a reload must not
+        // let a solution be redeemed twice.
+        if format!("{:?}", old.proof_of_work) == format!("{:?}", config.proof_of_work) {
+            config.proof_of_work.clone_from(&old.proof_of_work);
+        }
         let mut line = self.line();
         let said = changes::changes(&old, &line.settings, &config);
         line.settings = settings_of(&config);

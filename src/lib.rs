@@ -21,6 +21,7 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod rate_limit;
+pub(crate) mod reconfigure;
 pub mod respond;
 pub mod router;
 pub mod server;

@@ -18,12 +18,13 @@ use tower::Service;
 
 use crate::body::{self, Body, BodyGuard, Guarded};
 use crate::cache::HttpCache;
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, RouteConfig, ServerConfig};
 use crate::context::RequestContext;
 use crate::edge;
 use crate::error::GatewayError;
 use crate::forwarding;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::reconfigure::{Changes, Outcome};
 use crate::respond;
 use crate::router::{normalize_host, Router};
 use crate::stack::{route_stack, RouteService};
@@ -83,67 +84,203 @@ impl Compiled {
         state: Arc<dyn crate::state::SharedState>,
         previous: Option<&Compiled>,
     ) -> Self {
-        // The store survives a reload unless its size changed (moka cannot resize).
-        let cache = match previous {
-            Some(p) if p.cache.settings == config.cache => p.cache.clone(),
-            _ => HttpCache::new(&config.cache, metrics),
-        };
-        let waiting_rooms = crate::waiting_room::build_rooms(
+        Self::reconfigure(config, metrics, state, previous).0
+    }
+
+    /// Like [`Compiled::build_with_state`], and says what each component did with each
+    /// changed key: upstreams, routes (with their limits), waiting rooms, the cache.
+    pub(crate) fn reconfigure(
+        config: Config,
+        metrics: &Metrics,
+        state: Arc<dyn crate::state::SharedState>,
+        previous: Option<&Compiled>,
+    ) -> (Self, Changes) {
+        let (cache, cache_said) = HttpCache::carry_over(
+            previous.map(|p| (&p.cache, &p.config.cache)),
+            &config.cache,
+            metrics,
+        );
+        let (waiting_rooms, rooms_said) = crate::waiting_room::build_rooms(
             &config.waiting_rooms,
             &metrics.waiting_room,
             previous.map_or(&[][..], |p| &p.waiting_rooms[..]),
             &*state,
         );
-        let upstreams: Vec<Arc<Upstream>> = config
-            .upstreams
-            .iter()
-            .map(|u| {
-                let prev = previous.and_then(|p| p.upstreams.iter().find(|x| x.name() == u.name));
-                Upstream::build(u.clone(), metrics, prev.map(|x| &**x))
-            })
-            .collect();
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| {
-                let old = previous.and_then(|p| p.routes.iter().find(|o| *o.name == *r.name));
-                let rate_limits = crate::rate_limit::RouteLimits::build(
-                    &r.name,
-                    &r.rate_limits,
-                    &metrics.rate_limit,
-                    &state,
-                    old.and_then(|o| o.rate_limits.as_deref()),
-                );
-                Route {
-                    name: r.name.as_str().into(),
-                    service: route_stack(
-                        r,
-                        &config.server.buffering,
-                        upstreams[r.upstream].clone(),
-                        rate_limits.clone(),
-                        r.waiting_room.map(|i| waiting_rooms[i].clone()),
-                        &cache,
-                        metrics,
-                    ),
-                    metrics: metrics.route(&r.name),
-                    upstream: upstreams[r.upstream].name().into(),
-                    rate_limits,
-                }
-            })
-            .collect();
-        let via = forwarding::Via::new(&config.server.via_name);
-        Compiled {
+        let (upstreams, mut said) = build_upstreams(&config, metrics, previous);
+        let parts = Parts {
+            config: &config,
+            upstreams: &upstreams,
+            rooms: &waiting_rooms,
+            cache: &cache,
+            metrics,
+            state: &state,
+        };
+        let (routes, routes_said) = build_routes(&parts, previous);
+        said.append(routes_said);
+        said.append(rooms_said);
+        said.append(cache_said);
+        let compiled = Compiled {
             router: Router::new(&config.routes),
             routes,
             upstreams,
-            via,
+            via: forwarding::Via::new(&config.server.via_name),
             unrouted: metrics.route("_unrouted"),
             cache,
             waiting_rooms,
             state,
             config: Arc::new(config),
-        }
+        };
+        (compiled, said)
     }
+}
+
+/// What a route's stack is built from, besides its own config.
+struct Parts<'a> {
+    config: &'a Config,
+    upstreams: &'a [Arc<Upstream>],
+    rooms: &'a [Arc<Room>],
+    cache: &'a Arc<HttpCache>,
+    metrics: &'a Metrics,
+    state: &'a Arc<dyn crate::state::SharedState>,
+}
+
+/// The upstreams of `config`, each carried over from the one of its name in
+/// `previous`, and what changed (removed ones too).
+fn build_upstreams(
+    config: &Config,
+    metrics: &Metrics,
+    previous: Option<&Compiled>,
+) -> (Vec<Arc<Upstream>>, Changes) {
+    let old = previous.map_or(&[][..], |p| &p.upstreams[..]);
+    let mut said = Changes::new();
+    let upstreams = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let prev = old.iter().find(|x| x.name() == u.name);
+            let (built, changes) = Upstream::build(u.clone(), metrics, prev.map(|x| &**x));
+            said.append(changes);
+            built
+        })
+        .collect();
+    for gone in old
+        .iter()
+        .filter(|x| !config.upstreams.iter().any(|u| u.name == x.name()))
+    {
+        said.named("upstream", gone.name(), Outcome::Removed);
+    }
+    (upstreams, said)
+}
+
+/// The routes of `parts.config`, each carrying its limiter buckets over from the route
+/// of its name in `previous`, and what changed (removed ones too).
+fn build_routes(parts: &Parts, previous: Option<&Compiled>) -> (Vec<Route>, Changes) {
+    let mut said = Changes::new();
+    let routes = parts
+        .config
+        .routes
+        .iter()
+        .map(|r| {
+            let old = previous.and_then(|p| {
+                let i = p.routes.iter().position(|o| *o.name == *r.name)?;
+                Some((&p.routes[i], &p.config.routes[i], &*p.config))
+            });
+            let (route, changes) = Route::build(r, parts, old);
+            said.append(changes);
+            route
+        })
+        .collect();
+    let old = previous.map_or(&[][..], |p| &p.config.routes[..]);
+    for gone in old
+        .iter()
+        .filter(|o| !parts.config.routes.iter().any(|r| r.name == o.name))
+    {
+        said.named("route", &gone.name, Outcome::Removed);
+    }
+    (routes, said)
+}
+
+impl Route {
+    /// Builds one route's stack; `old` is the route of the same name being replaced,
+    /// with its config and the config it belonged to.
+    fn build(
+        r: &RouteConfig,
+        parts: &Parts,
+        old: Option<(&Route, &RouteConfig, &Config)>,
+    ) -> (Route, Changes) {
+        let (rate_limits, limits_said) = crate::rate_limit::RouteLimits::build(
+            &r.name,
+            &r.rate_limits,
+            &parts.metrics.rate_limit,
+            parts.state,
+            old.and_then(|(o, _, _)| o.rate_limits.as_deref()),
+        );
+        let said = match old {
+            Some((_, o, old_config)) => {
+                let mut said = route_changes(old_config, o, parts.config, r);
+                said.append(limits_said);
+                said
+            }
+            // A new route's limits are new with it: "added" says it all.
+            None => {
+                let mut added = Changes::new();
+                added.named("route", &r.name, Outcome::Added);
+                added
+            }
+        };
+        let upstream = &parts.upstreams[r.upstream];
+        let route = Route {
+            name: r.name.as_str().into(),
+            service: route_stack(
+                r,
+                &parts.config.server.buffering,
+                upstream.clone(),
+                rate_limits.clone(),
+                r.waiting_room.map(|i| parts.rooms[i].clone()),
+                parts.cache,
+                parts.metrics,
+            ),
+            metrics: parts.metrics.route(&r.name),
+            upstream: upstream.name().into(),
+            rate_limits,
+        };
+        (route, said)
+    }
+}
+
+/// The changed keys of one route (its limits are [`crate::rate_limit::RouteLimits`]'
+/// to say): all applied to the next request. Upstream and room are compared by name,
+/// since their indexes move when others are added or removed.
+fn route_changes(oc: &Config, o: &RouteConfig, nc: &Config, n: &RouteConfig) -> Changes {
+    use Outcome::Applied;
+    let mut c = Changes::of("route", &n.name);
+    c.compare("hosts", &o.hosts, &n.hosts, Applied);
+    c.compare("path_prefix", &o.path_prefix, &n.path_prefix, Applied);
+    c.compare(
+        "upstream",
+        &oc.upstreams[o.upstream].name,
+        &nc.upstreams[n.upstream].name,
+        Applied,
+    );
+    let room =
+        |c: &Config, r: &RouteConfig| r.waiting_room.map(|i| c.waiting_rooms[i].name.clone());
+    c.compare("waiting_room", &room(oc, o), &room(nc, n), Applied);
+    c.compare("priority", &o.priority, &n.priority, Applied);
+    // Cached pages stay: the store is shared, and keys do not depend on the rule.
+    c.compare("cache", &o.cache, &n.cache, Applied);
+    c.compare(
+        "request_buffering",
+        &o.request_buffering,
+        &n.request_buffering,
+        Applied,
+    );
+    c.compare(
+        "https_redirect",
+        &o.https_redirect,
+        &n.https_redirect,
+        Applied,
+    );
+    c
 }
 
 /// State shared by every connection of the process.
@@ -521,4 +658,175 @@ fn request_future_is_send(
 ) {
     fn is_send<T: Send>(_: T) {}
     is_send(handle_counted(shared, peer, a, req));
+}
+
+#[cfg(test)]
+mod reconfigure_tests {
+    use super::*;
+
+    /// Two upstreams, two routes (one with two limits and a room), two rooms, a cache.
+    const BEFORE: &str = r#"
+[cache]
+capacity = "64MiB"
+
+[[upstream]]
+name = "shop"
+servers = ["127.0.0.1:3000"]
+
+[[upstream]]
+name = "blog"
+servers = ["127.0.0.1:3001"]
+
+[[route]]
+name = "shop"
+upstream = "shop"
+waiting_room = "sale"
+rate_limits = [
+  { name = "per-ip", key = "client_ip", rate = "10/s", burst = 20 },
+  { name = "site", key = "global", rate = "1000/s", burst = 2000 },
+]
+
+[[route]]
+name = "blog"
+path_prefix = "/blog"
+upstream = "blog"
+
+[[waiting_room]]
+name = "sale"
+active_users = 100
+new_users_per_minute = 600
+
+[[waiting_room]]
+name = "preview"
+active_users = 10
+new_users_per_minute = 60
+"#;
+
+    fn compiled(text: &str, previous: Option<&Compiled>) -> (Compiled, Vec<String>) {
+        let config = crate::config::parse(text).unwrap_or_else(|e| panic!("{e:?}"));
+        let metrics = Metrics::new();
+        let state = previous.map_or_else(crate::state::local, |p| p.state.clone());
+        let (c, said) = Compiled::reconfigure(config, &metrics, state, previous);
+        (c, said.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn a_reload_without_a_change_says_nothing_and_keeps_everything() {
+        let (old, _) = compiled(BEFORE, None);
+        let (new, said) = compiled(BEFORE, Some(&old));
+        assert!(said.is_empty(), "{said:?}");
+        assert!(Arc::ptr_eq(&old.cache, &new.cache));
+        assert!(Arc::ptr_eq(&old.waiting_rooms[0], &new.waiting_rooms[0]));
+    }
+
+    #[test]
+    fn every_component_says_what_it_did_with_each_changed_key() {
+        let (old, _) = compiled(BEFORE, None);
+        let after = BEFORE
+            .replace("capacity = \"64MiB\"", "capacity = \"32MiB\"")
+            .replace(
+                "servers = [\"127.0.0.1:3000\"]",
+                "servers = [\"127.0.0.1:3000\"]\nresponse_timeout = \"3s\"",
+            )
+            .replace(
+                "servers = [\"127.0.0.1:3001\"]",
+                "servers = [\"127.0.0.1:3001\"]\nconnect_timeout = \"250ms\"",
+            )
+            .replace("rate = \"10/s\"", "rate = \"5/s\"")
+            .replace("path_prefix = \"/blog\"", "path_prefix = \"/news\"")
+            .replace("active_users = 100", "active_users = 50")
+            .replace(
+                "[[waiting_room]]\nname = \"preview\"\nactive_users = 10\nnew_users_per_minute = 60\n",
+                "[[route]]\nname = \"api\"\npath_prefix = \"/api\"\nupstream = \"shop\"\n",
+            );
+        let (_, said) = compiled(&after, Some(&old));
+        assert_eq!(
+            said,
+            [
+                "upstream.shop.response_timeout: applied",
+                "upstream.shop: connection pool kept",
+                "upstream.shop: health state kept",
+                "upstream.shop: retry budget kept",
+                "upstream.blog.connect_timeout: applied",
+                "upstream.blog: connection pool rebuilt",
+                "upstream.blog: health state kept",
+                "upstream.blog: retry budget kept",
+                "route.shop.rate_limits.per-ip.rate: applied",
+                "route.shop.rate_limits.per-ip: buckets reset",
+                "route.shop.rate_limits.site: buckets kept",
+                "route.blog.path_prefix: applied",
+                "route.api: added",
+                "waiting_room.sale.active_users: applied",
+                "waiting_room.sale: line kept",
+                "waiting_room.preview: removed",
+                "waiting_room.preview: line dropped",
+                "cache.capacity: applied",
+                "cache: emptied",
+            ]
+        );
+    }
+
+    #[test]
+    fn new_servers_reset_the_pool_and_the_health_state_and_new_retries_the_budget() {
+        let (old, _) = compiled(BEFORE, None);
+        let text = BEFORE.replace(
+            "servers = [\"127.0.0.1:3000\"]",
+            "servers = [\"127.0.0.1:3000\", \"127.0.0.1:3002\"]\nretries = { attempts = 2 }",
+        );
+        let (_, said) = compiled(&text, Some(&old));
+        assert_eq!(
+            said,
+            [
+                "upstream.shop.servers: applied",
+                "upstream.shop.retries: applied",
+                // The pool keeps its idle connections per server: a new list is a new pool.
+                "upstream.shop: connection pool rebuilt",
+                "upstream.shop: health state reset",
+                "upstream.shop: retry budget reset",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cache_keeps_its_pages_unless_its_capacity_changes() {
+        let (old, _) = compiled(BEFORE, None);
+        let text = BEFORE.replace(
+            "capacity = \"64MiB\"",
+            "capacity = \"64MiB\"\nmax_object_size = \"512KiB\"",
+        );
+        let (new, said) = compiled(&text, Some(&old));
+        assert!(Arc::ptr_eq(&old.cache, &new.cache));
+        assert!(
+            said.contains(&"cache.max_object_size: applied".to_string()),
+            "{said:?}"
+        );
+    }
+
+    #[test]
+    fn removed_upstreams_routes_and_limits_are_named() {
+        let (old, _) = compiled(BEFORE, None);
+        let text = BEFORE
+            .replace(
+                "  { name = \"site\", key = \"global\", rate = \"1000/s\", burst = 2000 },\n",
+                "",
+            )
+            .replace(
+                "[[route]]\nname = \"blog\"\npath_prefix = \"/blog\"\nupstream = \"blog\"\n",
+                "",
+            )
+            .replace(
+                "[[upstream]]\nname = \"blog\"\nservers = [\"127.0.0.1:3001\"]\n",
+                "",
+            );
+        let (_, said) = compiled(&text, Some(&old));
+        assert_eq!(
+            said,
+            [
+                "upstream.blog: removed",
+                "route.shop.rate_limits.per-ip: buckets kept",
+                "route.shop.rate_limits.site: removed",
+                "route.blog: removed",
+            ]
+        );
+    }
 }

@@ -167,11 +167,9 @@ async fn the_demo_reloads_the_config_file_it_runs_from() {
     .unwrap();
     let r = post(admin, "/admin/reload", &[JSON], "").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    assert!(
-        r.text().contains("route \\\"storefront\\\" added"),
-        "{}",
-        r.text()
-    );
+    let said = r.json()["changes"].as_str().unwrap().to_string();
+    assert!(said.contains("route.storefront: added"), "{said}");
+    assert!(said.contains("route.shop: removed"), "{said}");
     assert_eq!(get(demo.gateway.addr(), "/").await.status, 200);
     let m = metrics_text(&demo.gateway).await;
     assert!(

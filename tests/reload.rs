@@ -295,3 +295,212 @@ async fn a_reloaded_shutdown_grace_bounds_the_next_shutdown() {
         started.elapsed()
     );
 }
+
+/// A gateway running from a config file in a temporary directory, reloaded by
+/// rewriting the file: what an operator does.
+struct FromFile {
+    gw: floodgate::Gateway,
+    file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FromFile {
+    async fn start(text: &str) -> FromFile {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("floodgate.toml");
+        std::fs::write(&file, text).unwrap();
+        let gw = floodgate::Gateway::start(floodgate::config::load(&file).unwrap())
+            .await
+            .unwrap();
+        FromFile {
+            gw,
+            file,
+            _dir: dir,
+        }
+    }
+
+    /// Writes `text` to the file, reloads, and returns the answer's `changes`.
+    async fn reload_to(&self, text: &str) -> String {
+        std::fs::write(&self.file, text).unwrap();
+        let r = reload_with(self.gw.admin_addr.unwrap(), None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["changes"].as_str().unwrap().to_string()
+    }
+}
+
+/// The minimal config with `keys` added to the "shop" upstream.
+fn with_upstream_keys(shop: std::net::SocketAddr, keys: &str, extra: &str) -> String {
+    let servers = format!("servers = [\"{shop}\"]\n");
+    config_text(shop, extra).replace(&servers, &format!("{servers}{keys}\n"))
+}
+
+/// Three requests one after the other: the gateway's pool holds one origin connection.
+async fn three_requests(addr: std::net::SocketAddr) {
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/").await.status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_response_timeout_says_it_applied_and_keeps_the_pool() {
+    let shop = fast_shop().await;
+    let t = FromFile::start(&with_upstream_keys(
+        shop.addr,
+        "response_timeout = \"10s\"",
+        "",
+    ))
+    .await;
+    three_requests(t.gw.addr()).await;
+    let connections = shop.stats.connections.load(Ordering::Relaxed);
+
+    let said = t
+        .reload_to(&with_upstream_keys(
+            shop.addr,
+            "response_timeout = \"5s\"",
+            "",
+        ))
+        .await;
+    for expected in [
+        "upstream.shop.response_timeout: applied",
+        "upstream.shop: connection pool kept",
+        "upstream.shop: health state kept",
+        "upstream.shop: retry budget kept",
+    ] {
+        assert!(said.contains(expected), "{expected:?} in {said}");
+    }
+    three_requests(t.gw.addr()).await;
+    assert_eq!(
+        shop.stats.connections.load(Ordering::Relaxed),
+        connections,
+        "the kept pool's connection served the requests after the reload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_connect_timeout_says_the_pool_was_rebuilt() {
+    let shop = fast_shop().await;
+    let t = FromFile::start(&with_upstream_keys(
+        shop.addr,
+        "connect_timeout = \"2s\"",
+        "",
+    ))
+    .await;
+    three_requests(t.gw.addr()).await;
+    let connections = shop.stats.connections.load(Ordering::Relaxed);
+
+    let said = t
+        .reload_to(&with_upstream_keys(
+            shop.addr,
+            "connect_timeout = \"1500ms\"",
+            "",
+        ))
+        .await;
+    assert!(
+        said.contains("upstream.shop.connect_timeout: applied"),
+        "{said}"
+    );
+    assert!(
+        said.contains("upstream.shop: connection pool rebuilt"),
+        "{said}"
+    );
+    assert!(said.contains("upstream.shop: health state kept"), "{said}");
+    three_requests(t.gw.addr()).await;
+    assert_eq!(
+        shop.stats.connections.load(Ordering::Relaxed),
+        connections + 1,
+        "the rebuilt pool opened one new origin connection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_a_rate_resets_that_limit_and_says_the_untouched_one_kept_its_buckets(
+) {
+    let shop = fast_shop().await;
+    let with = |per_ip: &str| {
+        config_text(
+            shop.addr,
+            &format!(
+                "[[route]]\nname = \"shop\"\nupstream = \"shop\"\nrate_limits = [\n\
+                 {{ name = \"per-ip\", key = \"client_ip\", rate = \"{per_ip}\", burst = 2 }},\n\
+                 {{ name = \"site\", key = \"global\", rate = \"1/m\", burst = 3 }},\n]\n"
+            ),
+        )
+    };
+    let t = FromFile::start(&with("1/m")).await;
+    let addr = t.gw.addr();
+    let status = || async move { get_from("127.0.0.2", addr, "/", &[]).await };
+    // Two of the site's three spent; the third request is the client's own limit's.
+    for expected in [200, 200, 429] {
+        assert_eq!(status().await.status, expected);
+    }
+
+    let said = t.reload_to(&with("2/m")).await;
+    for expected in [
+        "route.shop.rate_limits.per-ip.rate: applied",
+        "route.shop.rate_limits.per-ip: buckets reset",
+        "route.shop.rate_limits.site: buckets kept",
+    ] {
+        assert!(said.contains(expected), "{expected:?} in {said}");
+    }
+    // The client's limit starts afresh; the site's last cell goes, and then none is left.
+    assert_eq!(status().await.status, 200);
+    let refused = status().await;
+    assert_eq!(refused.status, 429);
+    assert!(
+        refused
+            .header("ratelimit-policy")
+            .is_some_and(|p| p.contains("\"site\"")),
+        "refused by the kept site limit: {:?}",
+        refused.headers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_a_rooms_active_users_says_it_applied_and_keeps_the_line() {
+    let shop = fast_shop().await;
+    let with = |active: u32| {
+        config_text(
+            shop.addr,
+            &format!(
+                "[[route]]\nname = \"shop\"\nupstream = \"shop\"\nwaiting_room = \"sale\"\n\n\
+                 [[waiting_room]]\nname = \"sale\"\nactive_users = {active}\nnew_users_per_minute = 60\n"
+            ),
+        )
+    };
+    let t = FromFile::start(&with(5)).await;
+    let admin = t.gw.admin_addr.unwrap();
+    let pause = send(
+        Request::post(format!("http://{admin}/admin/waiting-rooms/sale/pause"))
+            .header("content-type", "application/json")
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(pause.status, 200, "{}", pause.text());
+    // Paused: two visitors take a place in line and stay there.
+    for _ in 0..2 {
+        get(t.gw.addr(), "/").await;
+    }
+    let room = || async move { get(admin, "/admin/waiting-rooms/sale").await.json() };
+    assert_eq!(room().await["waiting"], 2);
+
+    let said = t.reload_to(&with(10)).await;
+    assert!(
+        said.contains("waiting_room.sale.active_users: applied"),
+        "{said}"
+    );
+    assert!(said.contains("waiting_room.sale: line kept"), "{said}");
+    let view = room().await;
+    assert_eq!(view["active_users"], 10);
+    assert_eq!(view["waiting"], 2, "the two visitors kept their places");
+    assert_eq!(view["paused"], true, "a pause survives a reload");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_of_an_unchanged_file_says_no_key_changed() {
+    let shop = fast_shop().await;
+    let text = config_text(shop.addr, "");
+    let t = FromFile::start(&text).await;
+    let said = t.reload_to(&text).await;
+    assert_eq!(said, "no config key changed; 1 routes, 1 upstreams");
+}

@@ -25,7 +25,11 @@ async fn three_workers_each_serve_their_listener_share_the_origin_pool_and_end_w
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nworkers = 3\n",
     ))
     .await;
-    assert_eq!(worker_threads(), 3, "one thread per worker");
+    // A thread names itself as it starts, a moment after the gateway has spawned it.
+    eventually("one thread per worker", Duration::from_secs(5), || async {
+        worker_threads() == 3
+    })
+    .await;
 
     // A fresh connection each time: the kernel spreads them over the three listeners,
     // so a listener nobody accepted on would leave some of these hanging.

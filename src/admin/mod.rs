@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use crate::body::{self, Body};
 use crate::config::{self, ConfigError};
 use crate::proxy::{Compiled, Shared};
+use crate::reconfigure::Changes;
 use crate::state::{Event, Purge, RoomSettings};
 use crate::waiting_room;
 
@@ -405,29 +406,16 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
     };
     let old = state.shared.current.load_full();
     let mut changes = outcome::changes(&old.config, &new);
-    let old_routes: Vec<&str> = old.config.routes.iter().map(|r| r.name.as_str()).collect();
-    let new_routes: Vec<&str> = new.routes.iter().map(|r| r.name.as_str()).collect();
-    for r in &new_routes {
-        if !old_routes.contains(r) {
-            changes.push(format!("route {r:?} added"));
-        }
-    }
-    for r in &old_routes {
-        if !new_routes.contains(r) {
-            changes.push(format!("route {r:?} removed"));
-        }
-    }
-    changes.push(format!(
+    let counts = format!(
         "{} routes, {} upstreams",
         new.routes.len(),
         new.upstreams.len()
-    ));
-    if !certs.is_empty() {
-        changes.push(format!("{} certificates re-read", certs.len()));
-    }
+    );
     old.state
         .track_rooms(new.waiting_rooms.iter().map(|r| r.name.clone()).collect());
-    let compiled = Compiled::build(new, metrics, Some(&old));
+    let (compiled, components) = Compiled::reconfigure(new, metrics, old.state.clone(), Some(&old));
+    changes.append(components);
+    let summary = said(&changes, &counts, certs.len());
     state.certificates.install(certs);
     state.token.store(Arc::new(token));
     state
@@ -435,9 +423,22 @@ pub fn reload(state: &AdminState) -> Result<String, ConfigError> {
         .resize(compiled.config.server.max_connections);
     state.shared.current.store(Arc::new(compiled));
     metrics.config_reloads.with_label_values(&["ok"]).inc();
-    let summary = changes.join("; ");
     tracing::info!(changes = %summary, "config reloaded");
     Ok(summary)
+}
+
+/// A reload's answer: every change as `key: outcome` (or that no key changed), the
+/// route and upstream count, and the certificates re-read.
+fn said(changes: &Changes, counts: &str, certificates: usize) -> String {
+    let mut parts: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    if parts.is_empty() {
+        parts.push("no config key changed".into());
+    }
+    parts.push(counts.to_string());
+    if certificates > 0 {
+        parts.push(format!("{certificates} certificates re-read"));
+    }
+    parts.join("; ")
 }
 
 /// `/admin/waiting-rooms/…`: see [`waiting_room::admin`].

@@ -1,140 +1,134 @@
 //! What a reload does with each changed key of `[server]`, `[log]` and `[state]`:
-//! applied at once, applied to new connections, or needing a restart. Every change is
-//! named; nothing is silently ignored. (`log.level` is applied here: it is the one
-//! key whose application is a call rather than the new config being swapped in.)
+//! applied at once, applied to new connections, or needing a restart. (`log.level` is
+//! applied here: it is the one key whose application is a call rather than the new
+//! config being swapped in.) The components' own keys are reported by their builders;
+//! see [`crate::reconfigure`].
 
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
+use crate::reconfigure::{Changes, Outcome};
 
-/// What happened to one changed key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// In force for the next request.
-    Applied,
-    /// In force for connections accepted from now on; open ones keep theirs.
-    NewConnections,
-    /// Read once at start: restart (or upgrade the binary) to apply.
-    Restart,
+/// The changed `[server]`, `[log]` and `[state]` keys between two configs.
+pub(crate) fn changes(old: &Config, new: &Config) -> Changes {
+    let mut c = Changes::new();
+    server(&mut c, &old.server, &new.server);
+    connections(&mut c, &old.server, &new.server);
+    log_and_state(&mut c, old, new);
+    c
 }
 
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::NewConnections => "applied to new connections",
-            Outcome::Restart => "restart to apply",
-        }
-    }
-}
-
-/// The changed keys between two configs, each with its outcome, as `key: outcome`.
-pub(crate) fn changes(old: &Config, new: &Config) -> Vec<String> {
+/// The `[server]` keys in force for the next request, or at the next start.
+fn server(c: &mut Changes, o: &ServerConfig, n: &ServerConfig) {
     use Outcome::*;
-    let (o, n) = (&old.server, &new.server);
-    // Compared by their Debug form: some settings have no PartialEq, and a reload is
-    // no hot path.
-    let d = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let keys: [(&str, bool, Outcome); 20] = [
-        ("server.workers", d(&o.workers, &n.workers), Restart),
-        ("server.listen", d(&o.listen, &n.listen), Restart),
-        (
-            "server.tls_listen",
-            d(&o.tls_listen, &n.tls_listen),
-            Restart,
-        ),
-        (
-            "server.admin_listen",
-            d(&o.admin_listen, &n.admin_listen),
-            Restart,
-        ),
-        (
-            "server.admin_token_file",
-            d(&o.admin_token_file, &n.admin_token_file),
-            Applied,
-        ),
-        (
-            "server.shutdown_grace",
-            d(&o.shutdown_grace, &n.shutdown_grace),
-            Applied,
-        ),
-        (
-            "server.trusted_proxies",
-            d(&o.trusted_proxies, &n.trusted_proxies),
-            Applied,
-        ),
-        (
-            "server.max_connections",
-            d(&o.max_connections, &n.max_connections),
-            Applied,
-        ),
-        (
-            "server.header_read_timeout",
-            d(&o.header_read_timeout, &n.header_read_timeout),
-            NewConnections,
-        ),
-        (
-            "server.idle_timeout",
-            d(&o.idle_timeout, &n.idle_timeout),
-            NewConnections,
-        ),
-        (
-            "server.max_header_size",
-            d(&o.max_header_size, &n.max_header_size),
-            NewConnections,
-        ),
-        (
-            "server.max_headers",
-            d(&o.max_headers, &n.max_headers),
-            NewConnections,
-        ),
-        (
-            "server.max_request_body",
-            d(&o.max_request_body, &n.max_request_body),
-            Applied,
-        ),
-        (
-            "server.http2_max_concurrent_streams",
-            d(
-                &o.http2_max_concurrent_streams,
-                &n.http2_max_concurrent_streams,
-            ),
-            NewConnections,
-        ),
-        ("server.via_name", d(&o.via_name, &n.via_name), Applied),
-        ("server edge settings", d(&o.edge, &n.edge), Applied),
-        (
-            "server buffering and send_timeout",
-            d(&o.buffering, &n.buffering),
-            NewConnections,
-        ),
-        (
-            "log.access_log",
-            d(&old.log.access_log, &new.log.access_log),
-            Applied,
-        ),
-        (
-            "log.format, log.access_log_file",
-            d(
-                &(old.log.format, &old.log.access_log_file),
-                &(new.log.format, &new.log.access_log_file),
-            ),
-            Restart,
-        ),
-        ("[state]", old.state != new.state, Restart),
-    ];
-    let mut said: Vec<String> = keys
-        .iter()
-        .filter(|(_, changed, _)| *changed)
-        .map(|(k, _, outcome)| format!("{k}: {}", outcome.as_str()))
-        .collect();
-    if old.log.level != new.log.level {
+    c.compare("server.listen", &o.listen, &n.listen, Restart);
+    c.compare("server.tls_listen", &o.tls_listen, &n.tls_listen, Restart);
+    c.compare(
+        "server.admin_listen",
+        &o.admin_listen,
+        &n.admin_listen,
+        Restart,
+    );
+    c.compare(
+        "server.admin_token_file",
+        &o.admin_token_file,
+        &n.admin_token_file,
+        Applied,
+    );
+    c.compare(
+        "server.shutdown_grace",
+        &o.shutdown_grace,
+        &n.shutdown_grace,
+        Applied,
+    );
+    c.compare(
+        "server.trusted_proxies",
+        &o.trusted_proxies,
+        &n.trusted_proxies,
+        Applied,
+    );
+    c.compare(
+        "server.max_connections",
+        &o.max_connections,
+        &n.max_connections,
+        Applied,
+    );
+    c.compare("server.workers", &o.workers, &n.workers, Restart);
+    c.compare(
+        "server.max_request_body",
+        &o.max_request_body,
+        &n.max_request_body,
+        Applied,
+    );
+    c.compare("server.via_name", &o.via_name, &n.via_name, Applied);
+    // The edge settings hold header lists without PartialEq.
+    c.compare_debug("server edge settings", &o.edge, &n.edge, Applied);
+}
+
+/// The `[server]` keys a connection reads when it is accepted.
+fn connections(c: &mut Changes, o: &ServerConfig, n: &ServerConfig) {
+    use Outcome::NewConnections;
+    c.compare(
+        "server.header_read_timeout",
+        &o.header_read_timeout,
+        &n.header_read_timeout,
+        NewConnections,
+    );
+    c.compare(
+        "server.idle_timeout",
+        &o.idle_timeout,
+        &n.idle_timeout,
+        NewConnections,
+    );
+    c.compare(
+        "server.max_header_size",
+        &o.max_header_size,
+        &n.max_header_size,
+        NewConnections,
+    );
+    c.compare(
+        "server.max_headers",
+        &o.max_headers,
+        &n.max_headers,
+        NewConnections,
+    );
+    c.compare(
+        "server.http2_max_concurrent_streams",
+        &o.http2_max_concurrent_streams,
+        &n.http2_max_concurrent_streams,
+        NewConnections,
+    );
+    c.compare(
+        "server buffering and send_timeout",
+        &o.buffering,
+        &n.buffering,
+        NewConnections,
+    );
+}
+
+/// `[log]` and `[state]`; a changed `log.level` is set here.
+fn log_and_state(c: &mut Changes, old: &Config, new: &Config) {
+    let (o, n) = (&old.log, &new.log);
+    c.compare(
+        "log.access_log",
+        &o.access_log,
+        &n.access_log,
+        Outcome::Applied,
+    );
+    c.compare(
+        "log.format, log.access_log_file",
+        &(o.format, &o.access_log_file),
+        &(n.format, &n.access_log_file),
+        Outcome::Restart,
+    );
+    c.compare("[state]", &old.state, &new.state, Outcome::Restart);
+    if o.level != n.level {
         use crate::logging::LevelChange;
-        said.push(match crate::logging::set_level(&new.log.level) {
-            Ok(LevelChange::Applied | LevelChange::NoSubscriber) => "log.level: applied".into(),
-            Ok(LevelChange::OverriddenByEnv) => {
-                "log.level: RUST_LOG is set and overrides it (unset it to follow the config)".into()
-            }
-            Err(e) => format!("log.level: not applied: {e}"),
-        });
+        let outcome = match crate::logging::set_level(&n.level) {
+            Ok(LevelChange::Applied | LevelChange::NoSubscriber) => Outcome::Applied,
+            Ok(LevelChange::OverriddenByEnv) => Outcome::NotApplied(
+                "RUST_LOG is set and overrides it (unset it to follow the config)".into(),
+            ),
+            Err(e) => Outcome::NotApplied(e.to_string()),
+        };
+        c.push("log.level", outcome);
     }
-    said
 }

@@ -42,6 +42,7 @@ pub use outcome::CacheOutcome;
 pub use service::{CacheLayer, CacheService};
 
 use crate::metrics::Metrics;
+use crate::reconfigure::{Changes, Outcome};
 use coalesce::Fills;
 use store::Store;
 
@@ -71,10 +72,10 @@ impl Expiry<Arc<str>, Duration> for TtlFromValue {
 
 /// The process's cache: the store, the fills in flight, the hit-for-miss memory.
 ///
-/// Built once and carried across reloads (see [`crate::proxy::Compiled::build`]).
+/// Built once and carried across reloads (see [`HttpCache::carry_over`]).
 pub struct HttpCache {
-    /// The settings it was built with.
-    pub settings: CacheSettings,
+    /// The capacity it was built with: moka cannot resize a store.
+    pub capacity: u64,
     /// Stored responses.
     pub store: Store,
     /// Fills in flight.
@@ -94,7 +95,7 @@ impl HttpCache {
         // Pages and markers share the one capacity, so the total never passes it.
         let markers = settings.capacity / HIT_FOR_MISS_SHARE;
         let cache = Arc::new(HttpCache {
-            settings: settings.clone(),
+            capacity: settings.capacity,
             store: Store::new(settings.capacity - markers, metrics.cache_evictions.clone()),
             fills: Fills::new(metrics.cache_fills_in_flight.clone()),
             hit_for_miss: Cache::builder()
@@ -120,6 +121,39 @@ impl HttpCache {
             });
         }
         cache
+    }
+
+    /// The cache after a reload from `old` settings to `settings`, and what changed:
+    /// `previous` is kept, pages and all, unless its capacity changed (then a new,
+    /// empty store). The other keys live in the routes' rules and apply at once.
+    pub(crate) fn carry_over(
+        previous: Option<(&Arc<HttpCache>, &CacheSettings)>,
+        settings: &CacheSettings,
+        metrics: &Metrics,
+    ) -> (Arc<Self>, Changes) {
+        let mut said = Changes::new();
+        let Some((cache, old)) = previous else {
+            return (HttpCache::new(settings, metrics), said);
+        };
+        let (o, n) = (old, settings);
+        said.compare(
+            "cache.max_object_size",
+            &o.max_object_size,
+            &n.max_object_size,
+            Outcome::Applied,
+        );
+        said.compare(
+            "cache.targeted_field",
+            &o.targeted_field,
+            &n.targeted_field,
+            Outcome::Applied,
+        );
+        if cache.capacity == settings.capacity {
+            return (cache.clone(), said);
+        }
+        said.push("cache.capacity", Outcome::Applied);
+        said.push("cache", Outcome::Reset("emptied"));
+        (HttpCache::new(settings, metrics), said)
     }
 
     /// Applies pending evictions and refreshes the gauges.

@@ -18,6 +18,7 @@ use super::metrics::{LimitMetrics, RateLimitMetrics};
 use super::shared::{SharedLimit, StableSeed};
 use super::store::{Decision, Limiter};
 use crate::error::GatewayError;
+use crate::reconfigure::{Changes, Outcome};
 use crate::state::SharedState;
 
 /// One limit of a route, ready for the hot path.
@@ -60,22 +61,20 @@ fn policy_field(rule: &LimitRule) -> HeaderValue {
 }
 
 impl RouteLimits {
-    /// Builds a route's limits; `None` when the route has none and no address lists.
+    /// Builds a route's limits (`None` when the route has none and no address lists)
+    /// and says what changed.
     ///
     /// Buckets of `previous` (the same route in the config being replaced) are reused
     /// for every limit whose [`BucketRule`](super::config::BucketRule) is unchanged, so a
     /// reload neither resets abusers nor grants anyone a fresh burst.
-    pub fn build(
+    pub(crate) fn build(
         route: &str,
         cfg: &RouteRateLimits,
         metrics: &RateLimitMetrics,
         state: &Arc<dyn SharedState>,
         previous: Option<&RouteLimits>,
-    ) -> Option<Arc<RouteLimits>> {
-        if cfg.is_empty() {
-            return None;
-        }
-        let limits = cfg
+    ) -> (Option<Arc<RouteLimits>>, Changes) {
+        let limits: Vec<ActiveLimit> = cfg
             .limits
             .iter()
             .map(|rule| {
@@ -97,13 +96,19 @@ impl RouteLimits {
                 }
             })
             .collect();
-        Some(Arc::new(RouteLimits {
+        let shared = limits.iter().any(|l| l.shared.is_some());
+        let changes = changes(route, cfg, previous, shared);
+        if cfg.is_empty() {
+            return (None, changes);
+        }
+        let built = Arc::new(RouteLimits {
             route: route.into(),
             limits,
             allow: cfg.allow.clone(),
             deny: cfg.deny.clone(),
             denied: metrics.denied.with_label_values(&[route]),
-        }))
+        });
+        (Some(built), changes)
     }
 
     /// The route's limits in checking order.
@@ -229,6 +234,65 @@ impl RouteLimits {
             }
         }
     }
+}
+
+/// What a reload did with a route's limits and address lists (nothing when none of
+/// them changed): each limit's changed keys and whether its buckets were kept.
+fn changes(
+    route: &str,
+    cfg: &RouteRateLimits,
+    previous: Option<&RouteLimits>,
+    shared: bool,
+) -> Changes {
+    let mut c = Changes::of("route", route);
+    let old: Vec<&LimitRule> =
+        previous.map_or(Vec::new(), |p| p.limits.iter().map(|l| &l.rule).collect());
+    let (allow, deny) = previous.map_or((&[][..], &[][..]), |p| (&p.allow[..], &p.deny[..]));
+    c.compare("allow", allow, &cfg.allow[..], Outcome::Applied);
+    c.compare("deny", deny, &cfg.deny[..], Outcome::Applied);
+    if old.iter().copied().eq(cfg.limits.iter()) {
+        return c;
+    }
+    let limits = c.within("rate_limits");
+    for rule in &cfg.limits {
+        let mut one = limits.within(&rule.bucket.name);
+        match old.iter().find(|o| o.bucket.name == rule.bucket.name) {
+            Some(o) => limit_changes(&mut one, o, rule, shared),
+            None => one.say(Outcome::Added),
+        }
+        c.append(one);
+    }
+    for o in old
+        .iter()
+        .filter(|o| !cfg.limits.iter().any(|n| n.bucket.name == o.bucket.name))
+    {
+        let mut one = limits.within(&o.bucket.name);
+        one.say(Outcome::Removed);
+        c.append(one);
+    }
+    c
+}
+
+/// One limit's changed keys, then what became of its buckets.
+fn limit_changes(c: &mut Changes, o: &LimitRule, n: &LimitRule, shared: bool) {
+    use Outcome::Applied;
+    let (ob, nb) = (&o.bucket, &n.bucket);
+    c.compare("key", &ob.key, &nb.key, Applied);
+    c.compare("rate", &ob.rate, &nb.rate, Applied);
+    c.compare("burst", &ob.burst, &nb.burst, Applied);
+    c.compare("ipv4_prefix", &ob.ipv4_prefix, &nb.ipv4_prefix, Applied);
+    c.compare("ipv6_prefix", &ob.ipv6_prefix, &nb.ipv6_prefix, Applied);
+    c.compare("action, max_delay", &ob.action, &nb.action, Applied);
+    c.compare("max_keys", &ob.max_keys, &nb.max_keys, Applied);
+    c.compare("dry_run", &o.dry_run, &n.dry_run, Applied);
+    c.say(if ob == nb {
+        Outcome::Kept("buckets kept")
+    } else if shared {
+        // The shared buckets are keyed by route and limit name, not by the rule.
+        Outcome::Kept("shared buckets kept")
+    } else {
+        Outcome::Reset("buckets reset")
+    });
 }
 
 /// Lets a log line through at most once a second, so a storm of would-be refusals

@@ -7,6 +7,7 @@
 
 pub mod balance;
 mod breaker;
+mod changes;
 pub mod health;
 pub mod pool;
 pub mod retry;
@@ -25,7 +26,9 @@ use crate::body::{self, Body, BodyGuard, Guarded};
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 use crate::metrics::{Metrics, UpstreamMetrics};
+use crate::reconfigure::Changes;
 use balance::Balancer;
+use changes::Carried;
 use health::{Health, Outcome};
 use pool::{Pool, SendError, Sender};
 use retry::Retries;
@@ -69,7 +72,7 @@ fn same_pool(a: &UpstreamConfig, b: &UpstreamConfig) -> bool {
 impl Upstream {
     /// Builds the client pool for an upstream.
     pub fn new(config: UpstreamConfig, metrics: &Metrics) -> Arc<Self> {
-        Self::build(config, metrics, None)
+        Self::build(config, metrics, None).0
     }
 
     /// An upstream whose connections come from `connector` instead of TCP: for benches
@@ -84,49 +87,56 @@ impl Upstream {
     }
 
     /// Like [`Upstream::new`], carrying state over from `previous` (the upstream of
-    /// the same name in the config being replaced): the admission controller always
-    /// (updated in place, so in-flight requests and waiters keep counting against
-    /// the limit), the health state when servers and health settings did not change.
-    pub fn build(
+    /// the same name in the config being replaced), and saying what changed: the
+    /// admission controller always (updated in place, so in-flight requests and
+    /// waiters keep counting against the limit), the health state while servers and
+    /// health settings stay, the retry budget while the retry settings stay, the pool
+    /// while its own settings stay.
+    pub(crate) fn build(
         config: UpstreamConfig,
         metrics: &Metrics,
         previous: Option<&Upstream>,
-    ) -> Arc<Self> {
-        // The pool survives a reload unless its own settings changed: a reload in the
-        // middle of a sale must not be a cold start (new connections) for the origin.
-        let pool = match previous {
-            Some(p) if same_pool(&p.config, &config) => p.pool.clone(),
-            _ => Pool::new(&config),
+    ) -> (Arc<Self>, Changes) {
+        let carried = previous.map(|p| Carried {
+            pool: same_pool(&p.config, &config),
+            health: p.health.same_settings(
+                &config.servers,
+                &config.outlier_detection,
+                &config.circuit_breaker,
+                &config.health_check,
+            ),
+            retries: p.config.retries == config.retries,
+        });
+        // A reload in the middle of a sale must not be a cold start (new connections)
+        // for the origin.
+        let pool = match previous.filter(|_| carried.is_some_and(|c| c.pool)) {
+            Some(p) => p.pool.clone(),
+            None => Pool::new(&config),
         };
-        Self::assemble(config, metrics, previous, pool)
+        let changes = changes::changes(previous.map(|p| &p.config), &config, carried);
+        let upstream = Self::assemble(config, metrics, previous.zip(carried), pool);
+        (upstream, changes)
     }
 
+    /// The upstream around `pool`, with the state `previous` says to carry over.
     fn assemble(
         config: UpstreamConfig,
         metrics: &Metrics,
-        previous: Option<&Upstream>,
+        previous: Option<(&Upstream, Carried)>,
         pool: Arc<Pool>,
     ) -> Arc<Self> {
+        let kept = |state: fn(Carried) -> bool| previous.filter(|(_, c)| state(*c)).map(|(p, _)| p);
         let settings = AdmissionSettings::of(&config);
         let admission = match previous {
-            Some(p) => {
+            Some((p, _)) => {
                 p.admission.reconfigure(settings);
                 p.admission.clone()
             }
             None => Admission::new(settings, AdmissionMetrics::new(metrics, &config.name)),
         };
-        let health = match previous {
-            Some(p)
-                if p.health.same_settings(
-                    &config.servers,
-                    &config.outlier_detection,
-                    &config.circuit_breaker,
-                    &config.health_check,
-                ) =>
-            {
-                p.health.clone()
-            }
-            _ => Health::new(
+        let health = match kept(|c| c.health) {
+            Some(p) => p.health.clone(),
+            None => Health::new(
                 &config.name,
                 &config.servers,
                 config.outlier_detection.clone(),
@@ -135,23 +145,22 @@ impl Upstream {
                 metrics,
             ),
         };
-        let retries = match previous {
-            Some(p) if p.config.retries == config.retries => p.retries.clone(),
-            _ => Arc::new(Retries::new(&config.retries, &config.name, metrics)),
+        let retries = match kept(|c| c.retries) {
+            Some(p) => p.retries.clone(),
+            None => Arc::new(Retries::new(&config.retries, &config.name, metrics)),
         };
-        let servers: Arc<[Server]> = config
-            .servers
-            .iter()
-            .map(|a| Server {
-                authority: a.clone(),
-                in_flight: AtomicI64::new(0),
-            })
-            .collect();
         Arc::new(Upstream {
             balancer: Balancer::new(config.balance),
             metrics: metrics.upstream(&config.name),
+            servers: config
+                .servers
+                .iter()
+                .map(|a| Server {
+                    authority: a.clone(),
+                    in_flight: AtomicI64::new(0),
+                })
+                .collect(),
             config,
-            servers,
             pool,
             admission,
             health,

@@ -26,6 +26,7 @@
 //! by the gateway alone, in JSON, admitted or not: it never reaches the origin.
 
 pub mod admin;
+mod changes;
 pub mod config;
 pub mod metrics;
 pub mod page;
@@ -49,6 +50,7 @@ use http::Request;
 pub use config::{Mode, RoomConfig};
 pub use service::{WaitingRoomLayer, WaitingRoomService};
 
+use crate::reconfigure::{Changes, Outcome};
 use metrics::RoomMetrics;
 use state::{Line, LineSettings, Now, Snapshot};
 
@@ -301,11 +303,19 @@ impl Room {
         room
     }
 
-    /// Applies a reloaded config, keeping the line.
-    pub fn reconfigure(&self, config: RoomConfig) {
+    /// Applies a reloaded config, keeping the line; says which keys changed.
+    pub(crate) fn reconfigure(&self, mut config: RoomConfig) -> Changes {
+        let old = self.config();
+        // The table of used challenges stays with unchanged settings: a reload must not
+        // let a solution be redeemed twice.
+        if format!("{:?}", old.proof_of_work) == format!("{:?}", config.proof_of_work) {
+            config.proof_of_work.clone_from(&old.proof_of_work);
+        }
         let mut line = self.line();
+        let said = changes::changes(&old, &line.settings, &config);
         line.settings = settings_of(&config);
         self.config.store(Arc::new(config));
+        said
     }
 
     /// The current config.
@@ -508,25 +518,41 @@ impl ClientLimiter {
 }
 
 /// Builds the rooms of a config, reusing `previous` rooms of the same name (their line
-/// survives the reload; their settings follow the new config). With a shared state
-/// backend, a new room's line is the one in the store.
-pub fn build_rooms(
+/// survives the reload; their settings follow the new config), and says what changed.
+/// With a shared state backend, a new room's line is the one in the store.
+pub(crate) fn build_rooms(
     configs: &[RoomConfig],
     families: &metrics::Families,
     previous: &[Arc<Room>],
     state: &dyn crate::state::SharedState,
-) -> Vec<Arc<Room>> {
-    configs
+) -> (Vec<Arc<Room>>, Changes) {
+    let mut said = Changes::new();
+    let rooms = configs
         .iter()
         .map(|c| match previous.iter().find(|r| r.name == c.name) {
             Some(r) => {
-                r.reconfigure(c.clone());
+                said.append(r.reconfigure(c.clone()));
                 r.clone()
             }
-            None => match state.line(&c.name) {
-                Some(line) => Room::shared(c.clone(), families.room(&c.name), line),
-                None => Room::new(c.clone(), families.room(&c.name)),
-            },
+            None => {
+                said.named("waiting_room", &c.name, Outcome::Added);
+                match state.line(&c.name) {
+                    Some(line) => Room::shared(c.clone(), families.room(&c.name), line),
+                    None => Room::new(c.clone(), families.room(&c.name)),
+                }
+            }
         })
-        .collect()
+        .collect();
+    for gone in previous
+        .iter()
+        .filter(|r| !configs.iter().any(|c| c.name == r.name))
+    {
+        said.named("waiting_room", &gone.name, Outcome::Removed);
+        let line = match gone.shared.get() {
+            Some(_) => Outcome::Kept("line kept in the shared store"),
+            None => Outcome::Reset("line dropped"),
+        };
+        said.named("waiting_room", &gone.name, line);
+    }
+    (rooms, said)
 }

@@ -43,17 +43,17 @@ use floodgate::stack::route_stack;
 use floodgate::upstream::pool::{handshake, Connect, Connecting};
 use floodgate::upstream::Upstream;
 
-/// The gateway binary's allocator (src/main.rs), so timings compare with production;
+/// The gateway binary's allocator (src/alloc.rs), so timings compare with production;
 /// counting wraps it.
 #[global_allocator]
-static GLOBAL: Counting = Counting(mimalloc::MiMalloc);
+static GLOBAL: Counting = Counting(floodgate::alloc::Mimalloc);
 
 /// Calls that asked the allocator for memory (alloc, alloc_zeroed, realloc) since start.
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// An allocator that counts the allocations it forwards. Frees are not counted: each
 /// one pairs with an allocation already counted.
-struct Counting(mimalloc::MiMalloc);
+struct Counting(floodgate::alloc::Mimalloc);
 
 // SAFETY: every call is forwarded unchanged to mimalloc, which upholds the contract;
 // the counter has no effect on the memory handed out.

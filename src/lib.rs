@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod alloc;
 pub mod body;
 pub mod buffering;
 pub mod cache;

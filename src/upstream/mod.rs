@@ -181,25 +181,28 @@ impl Upstream {
         if attempts == 0 {
             return self.send_once(req, None).await.0;
         }
-        let (parts, _) = req.into_parts();
+        let mut req = req;
         let mut avoid = None;
         let mut attempt = 0;
         loop {
-            let (res, idx) = self
-                .send_once(Request::from_parts(parts.clone(), body::empty()), avoid)
-                .await;
+            let again = (attempt < attempts).then(|| head_of(&req));
+            let (res, idx) = self.send_once(req, avoid).await;
             let worth_retrying = match &res {
                 Err(GatewayError::UpstreamConnect { .. }) => true,
                 Ok(resp) => retry::retryable_status(resp.status()),
                 Err(_) => false,
             };
-            if !worth_retrying || attempt >= attempts || !self.retries.withdraw() {
+            let Some(next) = again.filter(|_| worth_retrying) else {
+                return res;
+            };
+            if !self.retries.withdraw() {
                 return res;
             }
             // Dropping the answer releases its server's in-flight count before the retry.
             drop(res);
             attempt += 1;
             avoid = idx;
+            req = next;
         }
     }
 
@@ -340,6 +343,18 @@ impl Upstream {
             detail: error_chain(&e),
         }
     }
+}
+
+/// What a retry sends again: the head of a replay-safe request (its body is empty),
+/// without the extensions, which nothing below the upstream reads. Copying the whole
+/// `Parts` was 8 of the gateway's 40 allocations per proxied request (benches/fast_path.rs).
+fn head_of(req: &Request<Body>) -> Request<Body> {
+    let mut again = Request::new(body::empty());
+    *again.method_mut() = req.method().clone();
+    *again.uri_mut() = req.uri().clone();
+    *again.version_mut() = req.version();
+    *again.headers_mut() = req.headers().clone();
+    again
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -5,6 +5,8 @@
 #                  what it really serves, the baseline for goodput
 #   direct         no gateway
 #   floodgate      its admission queue (scenarios/gateway/overload-10x.toml)
+#   floodgate-base the same config run by BASE_BIN (another build, e.g. main's), so a
+#                  change is measured beside its baseline in the same rounds
 #   nginx          limit_req burst=200 as a delaying queue at the shop's rate, plus
 #                  max_conns=50 (nginx-limit.conf)
 #   nginx-nodelay  the same with `nodelay`: no queue, the excess refused at once
@@ -22,8 +24,10 @@
 # Environment: OUT (result dir, /tmp/overload-bench), TARGETS, ROUNDS (3: every target
 #   once per round, in turn, so a noisy minute on this shared 2-core box hits them all
 #   alike; the table gives each figure's median over the rounds), PAUSE (s between runs, 3),
+#   DURATION (the load phase, e.g. 10s; the scenario's own 30 s when unset: a run's first
+#   100 ms weigh three times more in a 10 s run's p99, which is where an onset shows),
 #   FG_TEMPLATE (floodgate's config template),
-#   FLOODGATE_BIN, LOAD_BIN, NGINX_BIN, HAPROXY_BIN, and the peers' knobs:
+#   FLOODGATE_BIN, BASE_BIN, LOAD_BIN, NGINX_BIN, HAPROXY_BIN, and the peers' knobs:
 #   MAX_CONC (50)  QUEUE_SIZE (200)  QUEUE_TIMEOUT (1s)  HAPROXY_MAXCONN (9000)
 #   SITE_RATE (2500r/s = nominal capacity)  SITE_BURST (200 = queue; nginx-nodelay: 50)
 #   (nginx's per-client limit_req/limit_conn are set out of the way: every request
@@ -43,6 +47,7 @@ ROUNDS="${ROUNDS:-3}"
 MAX_CONC="${MAX_CONC:-50}"; QUEUE_SIZE="${QUEUE_SIZE:-200}"; QUEUE_TIMEOUT="${QUEUE_TIMEOUT:-1s}"
 SITE_RATE="${SITE_RATE:-2500r/s}"; SITE_BURST="${SITE_BURST:-$QUEUE_SIZE}"
 FLOODGATE_BIN="${FLOODGATE_BIN:-$ROOT/target/release/floodgate}"
+BASE_BIN="${BASE_BIN:-}"
 LOAD_BIN="${LOAD_BIN:-$ROOT/target/release/floodgate-load}"
 NGINX_BIN="${NGINX_BIN:-nginx}"
 HAPROXY_BIN="${HAPROXY_BIN:-haproxy}"
@@ -55,7 +60,15 @@ SHOP_ARGS=(--capacity 50 --latency 20ms --collapse 200)
 
 die() { echo "overload-bench: $*" >&2; exit 1; }
 [[ -x "$FLOODGATE_BIN" && -x "$LOAD_BIN" ]] || die "build first: cargo build --release -p floodgate -p floodgate-loadtest"
+[[ " $TARGETS " != *" floodgate-base "* || -x "$BASE_BIN" ]] || die "floodgate-base needs BASE_BIN (a floodgate binary)"
 mkdir -p "$OUT"
+if [[ -n "${DURATION:-}" ]]; then
+    # A copy with the phase shortened; its gateway_config made absolute, as it moves.
+    sed -e "s|duration = \"30s\"|duration = \"$DURATION\"|" \
+        -e "s|^gateway_config = \"|gateway_config = \"$(dirname "$SCEN")/|" "$SCEN" >"$OUT/scenario.toml"
+    grep -q "duration = \"$DURATION\"" "$OUT/scenario.toml" || die "no 30 s phase in $SCEN to shorten"
+    SCEN="$OUT/scenario.toml"
+fi
 
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
@@ -101,11 +114,12 @@ for t in $TARGETS; do
     case $t in
         capacity) URL="http://$SHOP"; RUN_SCEN="$CAPACITY_SCEN" ;;
         direct) URL="http://$SHOP" ;;
-        floodgate)
+        floodgate|floodgate-base)
+            bin="$FLOODGATE_BIN"; [[ $t == floodgate-base ]] && bin="$BASE_BIN"
             sed -e "s|{listen}|127.0.0.1:$GP|" -e "s|{admin_listen}|127.0.0.1:$AP|" -e "s|{shop_addr}|$SHOP|" \
                 "$FG_TEMPLATE" >"$W/floodgate.toml"
-            "$FLOODGATE_BIN" check --config "$W/floodgate.toml" >/dev/null || die "floodgate config rejected"
-            "$FLOODGATE_BIN" run --config "$W/floodgate.toml" >"$W/floodgate.log" 2>&1 &
+            "$bin" check --config "$W/floodgate.toml" >/dev/null || die "floodgate config rejected"
+            "$bin" run --config "$W/floodgate.toml" >"$W/floodgate.log" 2>&1 &
             GW_PID=$!; URL="http://127.0.0.1:$GP" ;;
         nginx) start_nginx_limit "$W" "$GP" "$SHOP" "$SITE_BURST" ""; URL="http://127.0.0.1:$GP" ;;
         nginx-nodelay) start_nginx_limit "$W" "$GP" "$SHOP" 50 nodelay; URL="http://127.0.0.1:$GP" ;;
@@ -174,7 +188,7 @@ def runs(t):
             "timeouts": r.get("classes", {}).get("timeout", 0),
             "other": sum(v for k, v in st.items() if not k.startswith("2") and k not in ("429", "503")),
             "gen": gen.get("cores", 0), "gw": cpu.get("gateway_cpu_s", 0),
-            "dropped": r["dropped"], "statuses": st,
+            "dropped": r["dropped"], "statuses": st, "conns": r.get("connections_opened"),
         })
     return rows
 def med(rows, k):
@@ -193,7 +207,7 @@ if capacity:
     print(f"\nshop capacity measured: {capacity:.0f} req/s (50 closed-loop clients, no gateway; nominal 2,500)")
 print(f"\nmedian of {rounds} round(s), [lowest-highest] beside the p99s")
 print(f"{'target':<14} {'origin err':>10} {'peak':>5} {'goodput/s':>9} {'of cap.':>7} {'p50 2xx':>8} "
-      f"{'p99 2xx':>16} {'p99 refusal':>16} {'refusals':>8} {'timeouts':>8} {'other':>6} {'gw cpu s':>8}")
+      f"{'p99 2xx':>16} {'p99 refusal':>16} {'refusals':>8} {'timeouts':>8} {'other':>6} {'gw cpu s':>8} {'conns':>16}")
 for t in targets:
     if t == "capacity":
         continue
@@ -207,11 +221,13 @@ for t in targets:
     p99r = f"{fmt(med(rows, 'p99r'))} {spread(rows, 'p99r')}"
     print(f"{t:<14} {fmt(med(rows, 'errors')):>10} {fmt(med(rows, 'peak')):>5} {g:>9.0f} {share:>7} "
           f"{fmt(med(rows, 'p50')):>8} {p99:>16} {p99r:>16} {med(rows, 'refusals'):>8.0f} "
-          f"{med(rows, 'timeouts'):>8.0f} {med(rows, 'other'):>6.0f} {med(rows, 'gw'):>8.1f}")
+          f"{med(rows, 'timeouts'):>8.0f} {med(rows, 'other'):>6.0f} {med(rows, 'gw'):>8.1f} "
+          f"{fmt(med(rows, 'conns')) + ' ' + spread(rows, 'conns'):>16}")
     if any(x["p99s"] is not None for x in rows):
         print(f"{'':<14} scheduled after the first {fmt(rows[0]['after'])} s: p99 2xx {fmt(med(rows, 'p99s'))} {spread(rows, 'p99s')}, "
               f"p99 refusal {fmt(med(rows, 'p99rs'))} {spread(rows, 'p99rs')}")
     for i, x in enumerate(rows, 1):
         print(f"{'':<14} round {i}: goodput {x['goodput']:.0f}, p99 2xx {fmt(x['p99'])}, p99 refusal "
-              f"{fmt(x['p99r'])}, statuses {x['statuses']}, dropped {x['dropped']}, generator {x['gen']:.2f} cores")
+              f"{fmt(x['p99r'])}, connections {x['conns']}, statuses {x['statuses']}, dropped {x['dropped']}, "
+              f"generator {x['gen']:.2f} cores")
 EOF

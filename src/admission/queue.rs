@@ -112,6 +112,11 @@ struct State {
     /// Moving average of how long a request holds its slot (seconds); `None` until
     /// the first request has completed.
     service: Option<f64>,
+    /// Until the first request completes: the sum of the instants (seconds since
+    /// `epoch`) at which the slots were granted. None of them has been released yet,
+    /// so this gives the mean time the slots in flight have been held so far.
+    grants: f64,
+    epoch: Instant,
     limit: Limit,
     in_flight: usize,
     queues: [VecDeque<Waiter>; CLASSES],
@@ -145,6 +150,8 @@ impl Admission {
         Arc::new(Admission {
             state: Mutex::new(State {
                 service: None,
+                grants: 0.0,
+                epoch: now,
                 codel: Codel::new(t.codel_target, t.codel_interval, now),
                 settings,
                 limit,
@@ -237,7 +244,7 @@ impl Admission {
                 self.publish(&st);
             }
             if st.queued == 0 && st.in_flight < st.limit.get() {
-                st.in_flight += 1;
+                take_slot(&mut st, now);
                 st.codel.observe(now, Duration::ZERO);
                 return Ok(Permit::new(self.clone(), now));
             }
@@ -392,11 +399,19 @@ impl Admission {
             let sojourn = now.duration_since(w.enqueued);
             st.codel.observe(now, sojourn);
             self.metrics.wait.observe(sojourn.as_secs_f64());
-            st.in_flight += 1;
+            take_slot(st, now);
             out.push((w, Grant::Admitted));
         }
         self.publish(st);
         out
+    }
+}
+
+/// Gives a slot to a request now.
+fn take_slot(st: &mut State, now: Instant) {
+    st.in_flight += 1;
+    if st.service.is_none() {
+        st.grants += now.duration_since(st.epoch).as_secs_f64();
     }
 }
 
@@ -415,10 +430,9 @@ fn send_all(grants: Vec<(Waiter, Grant)>) {
 /// - Draining normally (FIFO), the queue holds `queue_size`. When it is full, those who
 ///   came first keep their places; only a higher class takes the place of the newest
 ///   waiter of the lowest class below it.
-/// - A full queue whose oldest waiter has already waited past the CoDel target is not
-///   a burst being absorbed: it cannot take more, and what it holds will not be served
-///   within target. It is standing, and goes into overload now rather than at the end
-///   of a whole interval (at 10x overload an interval of FIFO makes every shopper
+/// - A full queue that will not start what it holds within the CoDel target is not a
+///   burst being absorbed ([`standing`]): it goes into overload now rather than at the
+///   end of a whole interval (at 10x overload an interval of FIFO makes every shopper
 ///   served in it wait the whole queue).
 /// - Overloaded (LIFO), the queue keeps only [`overload_depth`] waiters. An arrival
 ///   takes the place of the *oldest* waiter of the lowest class at or below its own,
@@ -436,14 +450,7 @@ fn make_room(
         if st.queued < size {
             return (Ok(()), out);
         }
-        let oldest = st
-            .queues
-            .iter()
-            .filter_map(|q| q.front())
-            .map(|w| w.enqueued)
-            .min();
-        let standing = oldest.is_some_and(|t| now.duration_since(t) > st.codel.target());
-        if !standing {
+        if !standing(st, now) {
             let Some(victim) = (0..class.index()).find(|&c| !st.queues[c].is_empty()) else {
                 return (Err(ShedReason::QueueFull), out);
             };
@@ -454,7 +461,7 @@ fn make_room(
         }
         st.codel.enter_overload(now);
     }
-    let bound = size.min(overload_depth(st));
+    let bound = size.min(overload_depth(st, now));
     while st.queued >= bound {
         // Only higher classes left to push out: the arrival is the one refused.
         let Some(victim) = (0..=class.index()).find(|&c| !st.queues[c].is_empty()) else {
@@ -469,19 +476,62 @@ fn make_room(
     (Ok(()), out)
 }
 
+/// Whether a full queue is standing rather than absorbing a burst: it cannot take more,
+/// and what it holds will not be served within the CoDel target. Either its oldest
+/// waiter has already waited past the target, or, predicted at once rather than
+/// learned by waiting, it holds more than the origin starts within the target.
+///
+/// The prediction is what lets the opening second of a sale meet the overload
+/// discipline at once. At 10x (25,000 req/s against 50 slots of 20 ms) a fresh queue
+/// of 200 is full within 10 ms; waiting for its oldest to pass 50 ms kept 200 clients
+/// (and their connections) waiting up to 50 ms before they were refused. Before any
+/// request has completed the slots' age says it already: 50 slots held 12.5 ms or
+/// more start at most 200 waiters in 50 ms, so the queue is standing 13.5 ms after the
+/// first arrival, while its waiters have waited at most 12 ms.
+fn standing(st: &State, now: Instant) -> bool {
+    let target = st.codel.target();
+    let oldest = st
+        .queues
+        .iter()
+        .filter_map(|q| q.front())
+        .map(|w| w.enqueued)
+        .min();
+    oldest.is_some_and(|t| now.duration_since(t) > target)
+        || starts_within(st, now, target).is_some_and(|n| st.queued > n)
+}
+
 /// How many waiters the queue keeps while overloaded: what the origin starts within
-/// `overload_queue_delay` at its measured throughput (slots / slot-holding time), at
-/// least one. Before any request has completed, one per slot.
-fn overload_depth(st: &State) -> usize {
-    let slots = st.limit.get();
-    let Some(service) = st.service.filter(|s| *s > 0.0) else {
-        return slots.max(1);
+/// `overload_queue_delay`. While nothing is known of its pace, one per slot.
+fn overload_depth(st: &State, now: Instant) -> usize {
+    let delay = st.settings.tuning.overload_queue_delay;
+    starts_within(st, now, delay).unwrap_or_else(|| st.limit.get().max(1))
+}
+
+/// How many waiters the origin starts within `delay` at its pace (slots / slot-holding
+/// time), rounded up, at least one; `None` while nothing is known of its pace.
+fn starts_within(st: &State, now: Instant, delay: Duration) -> Option<usize> {
+    let holding = holding_time(st, now)?;
+    let n = (st.limit.get() as f64 * delay.as_secs_f64() / holding).ceil();
+    // The cast saturates; a pathological sub-nanosecond holding time stays bounded by
+    // queue_size at the callers.
+    Some((n as usize).max(1))
+}
+
+/// How long a request holds its slot, in seconds: the moving average once a request
+/// has completed. Before that, the mean time the slots in flight have been held so
+/// far: none of them has finished, so they are held at least that long, and until one
+/// does it is the best (and an optimistic) guess of the origin's pace, rather than no
+/// guess at all while a fresh queue fills. `None` when nothing is in flight yet.
+fn holding_time(st: &State, now: Instant) -> Option<f64> {
+    let held = match st.service {
+        Some(s) => s,
+        None if st.in_flight == 0 => return None,
+        None => {
+            let now = now.duration_since(st.epoch).as_secs_f64();
+            now - st.grants / st.in_flight as f64
+        }
     };
-    let delay = st.settings.tuning.overload_queue_delay.as_secs_f64();
-    let depth = (slots as f64 * delay / service).ceil();
-    // The cast saturates; a pathological sub-nanosecond service time stays bounded by
-    // queue_size at the caller.
-    (depth as usize).max(1)
+    (held > 0.0).then_some(held)
 }
 
 /// A waiter's presence in the queue; dropping it unqueued (client gone) removes it.
@@ -578,12 +628,24 @@ mod tests {
         log: &Log,
         start: Instant,
     ) -> tokio::task::JoinHandle<()> {
+        request_held(adm, class, name, log, start, 100 * MS)
+    }
+
+    /// [`request_of`] holding its slot for `hold`.
+    fn request_held(
+        adm: &Arc<Admission>,
+        class: Priority,
+        name: &str,
+        log: &Log,
+        start: Instant,
+        hold: Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let (adm, name, log) = (adm.clone(), name.to_string(), log.clone());
         tokio::spawn(async move {
             match adm.acquire(class).await {
                 Ok(p) => {
                     log.lock().unwrap().push(name);
-                    tokio::time::sleep(100 * MS).await;
+                    tokio::time::sleep(hold).await;
                     drop(p);
                 }
                 Err(r) => {
@@ -823,6 +885,143 @@ mod tests {
             t.await.unwrap();
         }
         assert_eq!(*log.lock().unwrap(), vec!["0", "1", "2", "3", "4", "5"]);
+    }
+
+    /// The refusals in `log` of requests that arrived at `from` ms or later (named
+    /// `{arrival ms}.{k}`) and had been waiting more than `ms` when refused.
+    fn refused_after_waiting(log: &Log, from: u64, ms: u64) -> Vec<String> {
+        let log = log.lock().unwrap();
+        log.iter()
+            .filter(|s| {
+                let times = s.split_once(':').and_then(|(n, r)| {
+                    let arrived: u64 = n.split('.').next()?.parse().ok()?;
+                    Some((arrived, r.split_once('@')?.1.parse::<u64>().ok()?))
+                });
+                times.is_some_and(|(arrived, at)| arrived >= from && at > arrived + ms)
+            })
+            .cloned()
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_queue_facing_a_burst_it_cannot_start_within_target_refuses_at_arrival() {
+        // 10 slots of 100 ms, a queue of 40, and a crowd of 5 arrivals a millisecond
+        // (50x what the origin serves) from the first instant: nothing has completed
+        // yet, so the queue has measured no pace.
+        let adm = admission(10, 40);
+        let log = Log::default();
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for ms in 0..100u64 {
+            for k in 0..5 {
+                let name = format!("{ms}.{k}");
+                tasks.push(request_of(&adm, Priority::Normal, &name, &log, start));
+            }
+            tokio::time::sleep(MS).await;
+            if ms == 20 {
+                // Full since 9 ms; by 14 ms the slots' age (13.5 ms, none done) says 10
+                // slots start at most 38 waiters in 50 ms: standing, not absorbing.
+                assert!(adm.overloaded(), "still learning at {ms} ms");
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        // Before, the 40 who filled the queue (from 2 to 9 ms) waited until the oldest
+        // was past the 50 ms target, and were refused at 53 ms. Now nobody waits more
+        // than the 12 ms it took to see the queue could not start them in time...
+        let late = refused_after_waiting(&log, 0, 12);
+        assert!(late.is_empty(), "refused after waiting: {late:?}");
+        // ...and from then on a refusal is an answer at arrival: refused at once, or
+        // pushed out of the short queue by the next millisecond's arrivals.
+        let late = refused_after_waiting(&log, 14, 1);
+        assert!(late.is_empty(), "refused after waiting: {late:?}");
+        // Everyone answered; the short queue kept a few on deck for the first
+        // completions at 100 ms.
+        assert_eq!(log.lock().unwrap().len(), 500);
+        assert!(admitted(&log).len() > 10, "{:?}", admitted(&log));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_that_drains_within_target_is_still_served_in_order() {
+        // 4 slots of 20 ms and a queue of 8: a full queue starts its last waiter after
+        // 40 ms, within the 50 ms target.
+        let adm = admission(4, 8);
+        let log = Log::default();
+        let start = Instant::now();
+        let hold = 20 * MS;
+        let mut tasks = Vec::new();
+        for i in 0..12usize {
+            let name = i.to_string();
+            tasks.push(request_held(
+                &adm,
+                Priority::Normal,
+                &name,
+                &log,
+                start,
+                hold,
+            ));
+            until_queued(&adm, i.saturating_sub(3)).await;
+        }
+        // Full and every slot busy 15 ms, nothing completed: the slots' age (15 ms)
+        // says 4 slots may start 14 waiters in 50 ms. A burst being absorbed: the
+        // arrival is refused, the queue stays first come, first served.
+        tokio::time::sleep_until(start + 15 * MS).await;
+        tasks.push(request_held(
+            &adm,
+            Priority::Normal,
+            "late",
+            &log,
+            start,
+            hold,
+        ));
+        tokio::time::sleep_until(start + 16 * MS).await;
+        assert_logged(&log, "late:queue_full@15");
+        assert!(!adm.overloaded());
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let expected: Vec<String> = (0..12).map(|i| i.to_string()).collect();
+        assert_eq!(admitted(&log), expected);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_the_measured_pace_cannot_start_within_target_is_standing_at_once() {
+        // 2 slots of 100 ms (measured: two requests complete first) and a queue of 4:
+        // the origin starts one waiter in 50 ms.
+        let adm = admission(2, 4);
+        let log = Log::default();
+        let start = Instant::now();
+        for name in ["w1", "w2"] {
+            request_of(&adm, Priority::Normal, name, &log, start)
+                .await
+                .unwrap();
+        }
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..6usize {
+            tasks.push(request_of(
+                &adm,
+                Priority::Normal,
+                &i.to_string(),
+                &log,
+                start,
+            ));
+            until_queued(&adm, i.saturating_sub(1)).await;
+        }
+        // Full, its oldest has waited a millisecond: before, a burst being absorbed
+        // until that oldest passed 50 ms. The pace says its four waiters need 200 ms.
+        tokio::time::sleep_until(start + MS).await;
+        tasks.push(request_of(&adm, Priority::Normal, "new", &log, start));
+        tokio::time::sleep_until(start + 2 * MS).await;
+        assert!(adm.overloaded());
+        for i in 2..6 {
+            assert_logged(&log, &format!("{i}:codel@1"));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(admitted(&log), vec!["w1", "w2", "0", "1", "new"]);
     }
 
     #[tokio::test(start_paused = true)]

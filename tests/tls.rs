@@ -677,11 +677,17 @@ async fn tls_1_1_and_cbc_only_clients_are_refused() {
         first_answer(addr, &cbc).await,
         (ALERT, FATAL_HANDSHAKE_FAILURE)
     );
-    let m = metrics_text(&t.gw).await;
-    assert!(
-        metric(&m, "floodgate_tls_handshakes_total{result=\"failed\"}") >= Some(2.0),
-        "{m}"
-    );
+    // Counted in the server's worker thread, just after the alert went out.
+    let failed = || async {
+        let m = metrics_text(&t.gw).await;
+        metric(&m, "floodgate_tls_handshakes_total{result=\"failed\"}") >= Some(2.0)
+    };
+    eventually(
+        "two failed handshakes counted",
+        Duration::from_secs(5),
+        failed,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -716,11 +722,18 @@ async fn a_returning_client_resumes_its_session_with_tls_1_3_and_1_2() {
             "{version:?}"
         );
     }
-    let m = metrics_text(&t.gw).await;
-    assert_eq!(
-        metric(&m, "floodgate_tls_handshakes_total{result=\"resumed\"}"),
-        Some(2.0)
-    );
+    // The server counts a handshake in its worker thread, a moment after the client
+    // has seen it finish.
+    let resumed = || async {
+        let m = metrics_text(&t.gw).await;
+        metric(&m, "floodgate_tls_handshakes_total{result=\"resumed\"}") == Some(2.0)
+    };
+    eventually(
+        "two resumed handshakes counted",
+        Duration::from_secs(5),
+        resumed,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -740,9 +753,14 @@ async fn a_client_that_never_finishes_its_handshake_is_closed_after_the_header_t
         .expect("closed within the deadline")
         .unwrap_or(0);
     assert_eq!(n, 0, "closed without an answer");
-    let m = metrics_text(&t.gw).await;
-    assert_eq!(
-        metric(&m, "floodgate_tls_handshakes_total{result=\"timeout\"}"),
-        Some(1.0)
-    );
+    let timed_out = || async {
+        let m = metrics_text(&t.gw).await;
+        metric(&m, "floodgate_tls_handshakes_total{result=\"timeout\"}") == Some(1.0)
+    };
+    eventually(
+        "the timed-out handshake counted",
+        Duration::from_secs(5),
+        timed_out,
+    )
+    .await;
 }

@@ -28,6 +28,7 @@ pub(crate) struct Listener {
 }
 
 /// What every worker shares.
+#[derive(Clone)]
 pub(crate) struct Serving {
     /// The live config.
     pub(crate) shared: Arc<Shared>,
@@ -61,12 +62,7 @@ pub(crate) fn default_count() -> usize {
 pub(crate) fn start(listeners: Vec<Vec<Listener>>, serving: &Serving) -> std::io::Result<Workers> {
     let (stop, stopped) = watch::channel(false);
     for (i, mine) in listeners.into_iter().enumerate() {
-        let serving = Serving {
-            shared: serving.shared.clone(),
-            limit: serving.limit.clone(),
-            tracker: serving.tracker.clone(),
-            shutdown: serving.shutdown.clone(),
-        };
+        let serving = serving.clone();
         let mut stopped = stopped.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
